@@ -1,0 +1,311 @@
+//! Applying a rendered configuration: validate, write atomically, reload what changed.
+//!
+//! Order matters and is fixed: (1) render everything from one snapshot; (2) validate the files that
+//! changed with the daemons' own checkers (`postconf`, `doveconf`, `opendkim -n`) on a staging copy;
+//! nothing is written if any check fails; (3) write each changed file to a temp file in the same
+//! directory, fsync, rename, fsync the directory (DKIM keys before the KeyTable that names them);
+//! (4) rewrite maps.db in one transaction; (5) reload only the running daemons whose files changed.
+//! An exclusive lock serialises concurrent applies (CLI and dashboard).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::Connection;
+use thiserror::Error;
+
+use crate::render::{self, Daemon, File, Rendered};
+use crate::settings::Paths;
+use crate::store::{Snapshot, StoreError};
+use crate::system::{self, SystemError, SystemUsers};
+
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    System(#[from] SystemError),
+    #[error(transparent)]
+    Render(#[from] render::RenderError),
+    #[error("{checker} rejected the new configuration (nothing was changed):\n{output}")]
+    Invalid { checker: String, output: String },
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not update the lookup database: {0}")]
+    Maps(#[from] rusqlite::Error),
+    #[error("reloading {daemon:?} failed: {output}")]
+    Reload { daemon: Daemon, output: String },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ApplyError + 'a {
+    move |source| ApplyError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub written: Vec<PathBuf>,
+    pub removed: Vec<PathBuf>,
+    pub reloaded: BTreeSet<Daemon>,
+}
+
+/// Renders the current database and applies it. Safe to call at any time, from any process.
+pub fn apply(paths: &Paths, conn: &mut Connection) -> Result<Report, ApplyError> {
+    let users = SystemUsers::lookup()?;
+    let run = paths.run_dir();
+    fs::create_dir_all(&run).map_err(io("create", &run))?;
+    let lock_path = paths.lock_file();
+    let lock = fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
+    lock.lock().map_err(io("lock", &lock_path))?;
+
+    let snapshot = Snapshot::read(conn)?;
+    let safe_keys = !system::under_world_writable(&paths.dkim_dir());
+    let rendered = render::render(&snapshot, paths, &users, safe_keys)?;
+    let report = write_and_reload(paths, &users, &rendered)?;
+    drop(lock);
+    Ok(report)
+}
+
+fn differs(f: &File) -> bool {
+    match fs::read(&f.path) {
+        Ok(old) => old != f.contents,
+        Err(_) => true,
+    }
+}
+
+fn write_and_reload(paths: &Paths, users: &SystemUsers, rendered: &Rendered) -> Result<Report, ApplyError> {
+    let changed: Vec<&File> = rendered.files.iter().filter(|f| differs(f)).collect();
+    validate(paths, &changed)?;
+
+    let mut report = Report::default();
+    for f in &changed {
+        write_atomic(f, users)?;
+        report.written.push(f.path.clone());
+    }
+    // Ownership and mode are re-asserted even for unchanged files (a restore may have reset them).
+    for f in rendered.files.iter().filter(|f| !changed.contains(f)) {
+        set_owner_mode(&f.path, f, users)?;
+    }
+    report.removed = prune_stale_keys(&paths.dkim_dir(), &rendered.dkim_keys)?;
+
+    let maps_path = paths.maps_db();
+    rendered.maps.write(&maps_path)?;
+    let (uid, gid) = system::Owner::RootPostfixGroup.ids(users);
+    nix::unistd::chown(&maps_path, Some(uid), Some(gid))
+        .map_err(|e| io("chown", &maps_path)(e.into()))?;
+    fs::set_permissions(&maps_path, fs::Permissions::from_mode(0o640)).map_err(io("chmod", &maps_path))?;
+
+    let mut daemons: BTreeSet<Daemon> = changed.iter().map(|f| f.daemon).collect();
+    if !report.removed.is_empty() {
+        daemons.insert(Daemon::Opendkim);
+    }
+    for daemon in daemons {
+        if reload(paths, daemon)? {
+            report.reloaded.insert(daemon);
+        }
+    }
+    Ok(report)
+}
+
+/// Writes `f` through a temp file + fsync + rename + directory fsync.
+fn write_atomic(f: &File, users: &SystemUsers) -> Result<(), ApplyError> {
+    let dir = f.path.parent().expect("rendered paths are absolute");
+    fs::create_dir_all(dir).map_err(io("create", dir))?;
+    if f.owner == system::Owner::Opendkim {
+        // Key directories: readable by OpenDKIM only.
+        set_owner_mode(dir, &File { mode: 0o700, ..f.clone() }, users)?;
+    }
+    let name = f.path.file_name().expect("file name").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode_0600()
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        out.write_all(&f.contents).map_err(io("write", &tmp))?;
+        set_owner_mode(&tmp, f, users)?;
+        // Postfix re-reads (and sleeps 300 ms on) config files younger than ~2 s: backdate them (G7).
+        out.set_modified(SystemTime::now() - Duration::from_secs(60))
+            .map_err(io("set the time of", &tmp))?;
+        out.sync_all().map_err(io("sync", &tmp))?;
+        fs::rename(&tmp, &f.path).map_err(io("rename", &tmp))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("sync", dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+impl Mode0600 for fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        self.mode(0o600)
+    }
+}
+
+fn set_owner_mode(path: &Path, f: &File, users: &SystemUsers) -> Result<(), ApplyError> {
+    let (uid, gid) = f.owner.ids(users);
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| io("chown", path)(e.into()))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(f.mode)).map_err(io("chmod", path))
+}
+
+fn prune_stale_keys(dkim_dir: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>, ApplyError> {
+    let mut removed = Vec::new();
+    let Ok(domains) = fs::read_dir(dkim_dir) else {
+        return Ok(removed);
+    };
+    for domain in domains.flatten() {
+        let dir = domain.path();
+        let Ok(keys) = fs::read_dir(&dir) else { continue };
+        for key in keys.flatten() {
+            let path = key.path();
+            if path.extension().is_some_and(|e| e == "private") && !keep.contains(&path) {
+                fs::remove_file(&path).map_err(io("remove", &path))?;
+                removed.push(path);
+            }
+        }
+        let _ = fs::remove_dir(&dir); // only succeeds when empty
+    }
+    Ok(removed)
+}
+
+fn have(program: &str) -> bool {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(program).exists())
+}
+
+fn run_checker(program: &str, args: &[&str]) -> Result<(), ApplyError> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ApplyError::Invalid {
+            checker: program.to_string(),
+            output: e.to_string(),
+        })?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // postconf only warns about unknown or malformed parameters; treat warnings as failures.
+    if !out.status.success() || stderr.contains("warning:") || stderr.contains("fatal:") {
+        return Err(ApplyError::Invalid {
+            checker: format!("{program} {}", args.join(" ")),
+            output: format!("{stderr}{}", String::from_utf8_lossy(&out.stdout)),
+        });
+    }
+    Ok(())
+}
+
+/// Checks changed daemon configs on a staging copy before anything live is touched. Checkers that are
+/// not installed (a build machine without the daemons) are skipped.
+fn validate(paths: &Paths, changed: &[&File]) -> Result<(), ApplyError> {
+    let config = paths.config_dir();
+    let staging = config.join(".staging");
+    let touches = |d: Daemon| changed.iter().any(|f| f.daemon == d && f.path.starts_with(&config));
+    let stage = |sub: &str| -> Result<PathBuf, ApplyError> {
+        let dir = staging.join(sub);
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        for f in changed.iter().filter(|f| f.path.starts_with(config.join(sub))) {
+            let name = f.path.file_name().expect("file name");
+            fs::write(dir.join(name), &f.contents).map_err(io("write", &dir))?;
+        }
+        // Unchanged files the checker also reads.
+        if let Ok(live) = fs::read_dir(config.join(sub)) {
+            for entry in live.flatten() {
+                let target = dir.join(entry.file_name());
+                if !target.exists() {
+                    let _ = fs::copy(entry.path(), target);
+                }
+            }
+        }
+        Ok(dir)
+    };
+    let result = (|| {
+        if touches(Daemon::Postfix) && have("postconf") {
+            let dir = stage("postfix")?;
+            let d = dir.to_string_lossy();
+            run_checker("postconf", &["-c", &d, "-n"])?;
+            run_checker("postconf", &["-c", &d, "-M"])?;
+        }
+        if touches(Daemon::Dovecot) && have("doveconf") {
+            let dir = stage("dovecot")?;
+            let conf = dir.join("dovecot.conf");
+            run_checker("doveconf", &["-n", "-c", &conf.to_string_lossy()])?;
+        }
+        if touches(Daemon::Opendkim) && have("opendkim") {
+            let dir = stage("opendkim")?;
+            let conf = dir.join("opendkim.conf");
+            run_checker("opendkim", &["-n", "-x", &conf.to_string_lossy()])?;
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    result
+}
+
+/// Reloads `daemon` if it is running. Returns whether it did.
+fn reload(paths: &Paths, daemon: Daemon) -> Result<bool, ApplyError> {
+    let run = paths.run_dir();
+    let config = paths.config_dir();
+    match daemon {
+        Daemon::Postfix => {
+            let pid_file = paths.spool_dir().join("postfix/pid/master.pid");
+            if system::pid_alive(&pid_file).is_none() {
+                return Ok(false);
+            }
+            let out = Command::new("postfix")
+                .arg("-c")
+                .arg(config.join("postfix"))
+                .arg("reload")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| ApplyError::Reload {
+                    daemon,
+                    output: e.to_string(),
+                })?;
+            if !out.status.success() {
+                return Err(ApplyError::Reload {
+                    daemon,
+                    output: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
+            }
+            Ok(true)
+        }
+        Daemon::Dovecot => signal(daemon, &run.join("dovecot/master.pid"), nix::sys::signal::SIGHUP),
+        Daemon::Opendkim => signal(daemon, &run.join("opendkim/opendkim.pid"), nix::sys::signal::SIGUSR1),
+        Daemon::Supervisor => Ok(false),
+    }
+}
+
+fn signal(daemon: Daemon, pid_file: &Path, sig: nix::sys::signal::Signal) -> Result<bool, ApplyError> {
+    let Some(pid) = system::pid_alive(pid_file) else {
+        return Ok(false);
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| ApplyError::Reload {
+        daemon,
+        output: e.to_string(),
+    })?;
+    Ok(true)
+}

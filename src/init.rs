@@ -1,0 +1,139 @@
+//! `mailserver init`: idempotent first-start (and every-start) preparation of the data directory.
+//!
+//! Creates the directory tree with the right owners, the database (migrated), the default admin, the
+//! self-signed TLS certificate when none exists, stores the settings from the environment, and applies
+//! the configuration. Running it again changes nothing that already exists: keys and certificates are
+//! never regenerated.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use thiserror::Error;
+
+use crate::apply::{self, ApplyError};
+use crate::db::{self, DbError};
+use crate::names::Hostname;
+use crate::settings::{Paths, Settings, SettingsError};
+use crate::store::{StoreError, admins};
+use crate::system::{Owner, SystemError, SystemUsers};
+use crate::tls;
+
+#[derive(Debug, Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    System(#[from] SystemError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InitError + 'a {
+    move |source| InitError::Io {
+        action,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[derive(Debug)]
+pub struct InitReport {
+    pub settings: Settings,
+    pub created_admin: bool,
+    pub created_certificate: bool,
+    pub apply: apply::Report,
+}
+
+fn dir(path: &Path, mode: u32, owner: Owner, users: &SystemUsers) -> Result<(), InitError> {
+    fs::create_dir_all(path).map_err(io("create", path))?;
+    let (uid, gid) = owner.ids(users);
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| io("chown", path)(e.into()))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
+}
+
+/// The host name to use when neither the environment nor the database gives one.
+fn default_hostname() -> String {
+    let system = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    if Hostname::parse(&system).is_ok() {
+        system
+    } else {
+        "mail.localdomain".to_string()
+    }
+}
+
+pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitReport, InitError> {
+    crate::settings::check_data_dir(&paths.data)?;
+    let users = SystemUsers::lookup()?;
+    // The daemons' users must be able to traverse the data directory (mktemp -d makes 0700).
+    dir(&paths.data, 0o755, Owner::Root, &users)?;
+    dir(&paths.db_dir(), 0o755, Owner::Root, &users)?;
+    dir(&paths.config_dir(), 0o755, Owner::Root, &users)?;
+    dir(&paths.ssl_dir(), 0o755, Owner::Root, &users)?;
+    dir(&paths.dkim_dir(), 0o755, Owner::Root, &users)?;
+    dir(&paths.mail_dir(), 0o770, Owner::Vmail, &users)?;
+    dir(&paths.spool_dir(), 0o755, Owner::Root, &users)?;
+    dir(&paths.spool_dir().join("postfix"), 0o755, Owner::Root, &users)?;
+    dir(&paths.log_dir(), 0o755, Owner::Root, &users)?;
+    dir(&paths.run_dir(), 0o755, Owner::Root, &users)?;
+    dir(&paths.run_dir().join("milter"), 0o755, Owner::Root, &users)?;
+    dir(&paths.run_dir().join("opendkim"), 0o750, Owner::Opendkim, &users)?;
+
+    let pool = db::open(&paths.db(), 2)?;
+    let mut conn = pool.get().map_err(DbError::from)?;
+    fs::set_permissions(paths.db(), fs::Permissions::from_mode(0o600)).map_err(io("chmod", &paths.db()))?;
+
+    let defaults: BTreeMap<String, String> = [
+        ("HOSTNAME".to_string(), default_hostname()),
+        (
+            "BIN_DIR".to_string(),
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.to_string_lossy().into_owned()))
+                .unwrap_or_default(),
+        ),
+    ]
+    .into();
+    let settings = Settings::init_from_env(&conn, env, &defaults)?;
+    let created_admin = admins::ensure_default(&conn)?;
+
+    let created_certificate = !paths.tls_cert().exists() || !paths.tls_key().exists();
+    if created_certificate {
+        let cert = tls::self_signed(&settings.hostname)?;
+        write_new(&paths.tls_key(), cert.key_pem.as_bytes(), 0o600)?;
+        write_new(&paths.tls_cert(), cert.cert_pem.as_bytes(), 0o644)?;
+    }
+
+    let apply = apply::apply(paths, &mut conn)?;
+    Ok(InitReport {
+        settings,
+        created_admin,
+        created_certificate,
+        apply,
+    })
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), InitError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, contents).map_err(io("write", &tmp))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io("chmod", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("rename", &tmp))
+}

@@ -1,0 +1,199 @@
+//! Mail accounts (mailboxes): `username@domain`, an Argon2id password, a quota in MiB.
+
+use rusqlite::{Connection, OptionalExtension as _};
+
+use super::{StoreError, domain_id};
+use crate::names::{Address, Domain, LocalPart, display_name};
+use crate::password;
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: i64,
+    pub address: Address,
+    pub name: String,
+    pub active: bool,
+    /// MiB; 0 means unlimited.
+    pub quota_mb: u32,
+    pub password_hash: String,
+    /// False when the account's domain is deactivated: the account then neither receives nor logs in.
+    pub domain_active: bool,
+}
+
+/// Quotas above 1 TiB are surely typos.
+pub const MAX_QUOTA_MB: u32 = 1024 * 1024;
+
+const SELECT: &str = "SELECT a.id, a.username, d.domain, a.name, a.active, a.quota, a.password_hash, d.active
+                      FROM accounts a JOIN domains d ON d.id = a.domain_id";
+
+fn build(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+}
+
+type Raw = (i64, String, String, String, bool, i64, String, bool);
+
+fn account(raw: Raw) -> Result<Account, StoreError> {
+    let (id, user, domain, name, active, quota, password_hash, domain_active) = raw;
+    Ok(Account {
+        id,
+        address: Address::new(LocalPart::parse(&user)?, Domain::parse(&domain)?),
+        name,
+        active,
+        quota_mb: u32::try_from(quota).unwrap_or(MAX_QUOTA_MB),
+        password_hash,
+        domain_active,
+    })
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<Account>, StoreError> {
+    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY d.domain, a.username"))?;
+    let rows = stmt.query_map([], build)?;
+    rows.map(|r| account(r?)).collect()
+}
+
+pub fn get(conn: &Connection, address: &Address) -> Result<Account, StoreError> {
+    let raw = conn
+        .query_row(
+            &format!("{SELECT} WHERE d.domain = ?1 AND a.username = ?2"),
+            (address.domain().as_str(), address.local().as_str()),
+            build,
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "account",
+            key: address.to_string(),
+        })?;
+    account(raw)
+}
+
+fn check_quota(quota_mb: u32) -> Result<(), StoreError> {
+    if quota_mb > MAX_QUOTA_MB {
+        return Err(StoreError::Conflict(format!(
+            "the quota is too large (at most {MAX_QUOTA_MB} MiB)"
+        )));
+    }
+    Ok(())
+}
+
+pub fn add(
+    conn: &Connection,
+    address: &Address,
+    password: &str,
+    quota_mb: u32,
+    name: &str,
+) -> Result<Account, StoreError> {
+    check_quota(quota_mb)?;
+    let name = display_name(name)?;
+    let domain = domain_id(conn, address.domain())?;
+    let is_alias: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM aliases WHERE source = ?1)",
+        [address.as_str()],
+        |r| r.get(0),
+    )?;
+    if is_alias {
+        return Err(StoreError::Conflict(format!(
+            "{address} is already an alias; remove the alias first"
+        )));
+    }
+    let hash = password::hash(password)?;
+    match conn.execute(
+        "INSERT INTO accounts (domain_id, username, password_hash, name, quota) VALUES (?1, ?2, ?3, ?4, ?5)",
+        (domain, address.local().as_str(), &hash, &name, quota_mb),
+    ) {
+        Err(e) if crate::db::is_unique_violation(&e) => Err(StoreError::Exists {
+            what: "account",
+            key: address.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+        Ok(_) => get(conn, address),
+    }
+}
+
+fn update(conn: &Connection, address: &Address, set: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
+    let n = conn.execute(
+        &format!(
+            "UPDATE accounts SET {set} = ?3, updated_at = datetime('now')
+             WHERE username = ?2 AND domain_id = (SELECT id FROM domains WHERE domain = ?1)"
+        ),
+        rusqlite::params![address.domain().as_str(), address.local().as_str(), value],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound {
+            what: "account",
+            key: address.to_string(),
+        });
+    }
+    Ok(())
+}
+
+pub fn set_password(conn: &Connection, address: &Address, password: &str) -> Result<(), StoreError> {
+    let hash = password::hash(password)?;
+    update(conn, address, "password_hash", &hash)
+}
+
+pub fn set_active(conn: &Connection, address: &Address, active: bool) -> Result<(), StoreError> {
+    update(conn, address, "active", &active)
+}
+
+pub fn set_quota(conn: &Connection, address: &Address, quota_mb: u32) -> Result<(), StoreError> {
+    check_quota(quota_mb)?;
+    update(conn, address, "quota", &quota_mb)
+}
+
+pub fn set_name(conn: &Connection, address: &Address, name: &str) -> Result<(), StoreError> {
+    let name = display_name(name)?;
+    update(conn, address, "name", &name)
+}
+
+/// Removes the account. Its Maildir stays on disk (deleting mail is left to the admin).
+pub fn remove(conn: &Connection, address: &Address) -> Result<(), StoreError> {
+    let n = conn.execute(
+        "DELETE FROM accounts WHERE username = ?2 AND domain_id = (SELECT id FROM domains WHERE domain = ?1)",
+        (address.domain().as_str(), address.local().as_str()),
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound {
+            what: "account",
+            key: address.to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{domains, testutil};
+
+    #[test]
+    fn lifecycle() {
+        let (_dir, conn) = testutil::conn();
+        domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
+        let a = Address::parse("alice@example.com").unwrap();
+        let acc = add(&conn, &a, "s3cret", 100, "Alice").unwrap();
+        assert_eq!(acc.quota_mb, 100);
+        assert!(password::verify("s3cret", &acc.password_hash));
+        assert!(matches!(add(&conn, &a, "x", 0, ""), Err(StoreError::Exists { .. })));
+        set_password(&conn, &a, "new").unwrap();
+        assert!(password::verify("new", &get(&conn, &a).unwrap().password_hash));
+        set_active(&conn, &a, false).unwrap();
+        set_quota(&conn, &a, 5).unwrap();
+        set_name(&conn, &a, "Alice B").unwrap();
+        let got = get(&conn, &a).unwrap();
+        assert!(!got.active);
+        assert_eq!((got.quota_mb, got.name.as_str()), (5, "Alice B"));
+        remove(&conn, &a).unwrap();
+        assert!(matches!(remove(&conn, &a), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn refuses_unknown_domains_and_bad_input() {
+        let (_dir, conn) = testutil::conn();
+        let a = Address::parse("bob@nowhere.example").unwrap();
+        assert!(matches!(add(&conn, &a, "pw", 0, ""), Err(StoreError::UnknownDomain { .. })));
+        domains::add(&conn, &Domain::parse("nowhere.example").unwrap()).unwrap();
+        assert!(add(&conn, &a, "", 0, "").is_err());
+        assert!(add(&conn, &a, "pw", 0, "Bob\nEvil").is_err());
+        assert!(add(&conn, &a, "pw", MAX_QUOTA_MB + 1, "").is_err());
+        assert!(list(&conn).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,170 @@
+//! Aliases: a source address (or `@domain`, a catch-all) forwarded to one or more destinations, with a
+//! per-alias switch for open tracking of mail sent *as* the alias.
+
+use rusqlite::{Connection, OptionalExtension as _};
+
+use super::{StoreError, domain_id};
+use crate::names::{AliasSource, Destinations};
+
+#[derive(Debug, Clone)]
+pub struct Alias {
+    pub id: i64,
+    pub source: AliasSource,
+    pub destinations: Destinations,
+    pub active: bool,
+    pub tracking_enabled: bool,
+    pub domain_active: bool,
+}
+
+type Raw = (i64, String, String, bool, bool, bool);
+
+const SELECT: &str = "SELECT a.id, a.source, a.destination, a.active, a.tracking_enabled, d.active
+                      FROM aliases a JOIN domains d ON d.id = a.domain_id";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn alias(raw: Raw) -> Result<Alias, StoreError> {
+    let (id, source, destination, active, tracking_enabled, domain_active) = raw;
+    Ok(Alias {
+        id,
+        source: AliasSource::parse(&source)?,
+        destinations: Destinations::parse(&destination)?,
+        active,
+        tracking_enabled,
+        domain_active,
+    })
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<Alias>, StoreError> {
+    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY a.source"))?;
+    let rows = stmt.query_map([], row)?;
+    rows.map(|r| alias(r?)).collect()
+}
+
+pub fn get(conn: &Connection, source: &AliasSource) -> Result<Alias, StoreError> {
+    let raw = conn
+        .query_row(&format!("{SELECT} WHERE a.source = ?1"), [source.key()], row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "alias",
+            key: source.key(),
+        })?;
+    alias(raw)
+}
+
+pub fn add(
+    conn: &Connection,
+    source: &AliasSource,
+    destinations: &Destinations,
+    tracking: bool,
+) -> Result<Alias, StoreError> {
+    let domain = domain_id(conn, source.domain())?;
+    if let AliasSource::Address(address) = source {
+        if super::accounts::get(conn, address).is_ok() {
+            return Err(StoreError::Conflict(format!(
+                "{address} is an account; an alias cannot have the same address"
+            )));
+        }
+        if destinations.addresses().contains(address) {
+            return Err(StoreError::Conflict(format!("{address} cannot forward to itself")));
+        }
+    }
+    match conn.execute(
+        "INSERT INTO aliases (domain_id, source, destination, tracking_enabled) VALUES (?1, ?2, ?3, ?4)",
+        (domain, source.key(), destinations.to_string(), tracking),
+    ) {
+        Err(e) if crate::db::is_unique_violation(&e) => Err(StoreError::Exists {
+            what: "alias",
+            key: source.key(),
+        }),
+        Err(e) => Err(e.into()),
+        Ok(_) => get(conn, source),
+    }
+}
+
+fn update(conn: &Connection, source: &AliasSource, set: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
+    let n = conn.execute(
+        &format!("UPDATE aliases SET {set} = ?2, updated_at = datetime('now') WHERE source = ?1"),
+        rusqlite::params![source.key(), value],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound {
+            what: "alias",
+            key: source.key(),
+        });
+    }
+    Ok(())
+}
+
+pub fn set_destinations(conn: &Connection, source: &AliasSource, destinations: &Destinations) -> Result<(), StoreError> {
+    update(conn, source, "destination", &destinations.to_string())
+}
+
+pub fn set_active(conn: &Connection, source: &AliasSource, active: bool) -> Result<(), StoreError> {
+    update(conn, source, "active", &active)
+}
+
+pub fn set_tracking(conn: &Connection, source: &AliasSource, tracking: bool) -> Result<(), StoreError> {
+    update(conn, source, "tracking_enabled", &tracking)
+}
+
+pub fn remove(conn: &Connection, source: &AliasSource) -> Result<(), StoreError> {
+    let n = conn.execute("DELETE FROM aliases WHERE source = ?1", [source.key()])?;
+    if n == 0 {
+        return Err(StoreError::NotFound {
+            what: "alias",
+            key: source.key(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{Address, Domain};
+    use crate::store::{accounts, domains, testutil};
+
+    #[test]
+    fn lifecycle() {
+        let (_dir, conn) = testutil::conn();
+        domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
+        let src = AliasSource::parse("sales@example.com").unwrap();
+        let dst = Destinations::parse("alice@example.com, bob@outside.example").unwrap();
+        let a = add(&conn, &src, &dst, true).unwrap();
+        assert!(a.tracking_enabled && a.active);
+        assert_eq!(a.destinations.to_string(), "alice@example.com,bob@outside.example");
+        assert!(matches!(add(&conn, &src, &dst, false), Err(StoreError::Exists { .. })));
+        set_tracking(&conn, &src, false).unwrap();
+        set_active(&conn, &src, false).unwrap();
+        set_destinations(&conn, &src, &Destinations::parse("carol@example.com").unwrap()).unwrap();
+        let got = get(&conn, &src).unwrap();
+        assert!(!got.tracking_enabled && !got.active);
+        assert_eq!(got.destinations.to_string(), "carol@example.com");
+        let all = AliasSource::parse("@example.com").unwrap();
+        add(&conn, &all, &Destinations::parse("alice@example.com").unwrap(), false).unwrap();
+        assert_eq!(list(&conn).unwrap().len(), 2);
+        remove(&conn, &src).unwrap();
+        assert_eq!(list(&conn).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn conflicts() {
+        let (_dir, conn) = testutil::conn();
+        domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
+        accounts::add(&conn, &Address::parse("alice@example.com").unwrap(), "pw", 0, "").unwrap();
+        let dst = Destinations::parse("x@y.example").unwrap();
+        assert!(matches!(
+            add(&conn, &AliasSource::parse("alice@example.com").unwrap(), &dst, false),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            add(&conn, &AliasSource::parse("a@other.example").unwrap(), &dst, false),
+            Err(StoreError::UnknownDomain { .. })
+        ));
+        let loop_ = AliasSource::parse("l@example.com").unwrap();
+        assert!(add(&conn, &loop_, &Destinations::parse("l@example.com").unwrap(), false).is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! Changes to the database: domains, accounts, aliases and admins, each through validated types.
+//!
+//! These functions only touch the database; the caller then calls [`crate::apply`] so the daemons see
+//! the change. [`Snapshot`] reads everything the renderers need in one transaction.
+
+pub mod accounts;
+pub mod admins;
+pub mod aliases;
+pub mod domains;
+
+use rusqlite::Connection;
+use thiserror::Error;
+
+use crate::names::NameError;
+use crate::password::PasswordError;
+use crate::settings::{Settings, SettingsError};
+
+pub use accounts::Account;
+pub use aliases::Alias;
+pub use domains::DomainRecord;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error(transparent)]
+    Dkim(#[from] crate::dkim::DkimError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("{what} {key} does not exist")]
+    NotFound { what: &'static str, key: String },
+    #[error("{what} {key} already exists")]
+    Exists { what: &'static str, key: String },
+    #[error("the domain {domain} is not managed here; add it first")]
+    UnknownDomain { domain: String },
+    #[error(
+        "the domain {domain} still has {accounts} account(s) and {aliases} alias(es); remove them first or remove with --cascade"
+    )]
+    DomainInUse {
+        domain: String,
+        accounts: i64,
+        aliases: i64,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// Everything the renderers need, read in one transaction so the files agree with each other.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub settings: Settings,
+    pub domains: Vec<DomainRecord>,
+    pub accounts: Vec<Account>,
+    pub aliases: Vec<Alias>,
+}
+
+impl Snapshot {
+    pub fn read(conn: &mut Connection) -> Result<Self, StoreError> {
+        let tx = conn.transaction()?;
+        let snapshot = Self {
+            settings: Settings::load(&tx)?,
+            domains: domains::list(&tx)?,
+            accounts: accounts::list(&tx)?,
+            aliases: aliases::list(&tx)?,
+        };
+        tx.commit()?;
+        Ok(snapshot)
+    }
+}
+
+/// The id of a managed domain, or `UnknownDomain`.
+pub(crate) fn domain_id(conn: &Connection, domain: &crate::names::Domain) -> Result<i64, StoreError> {
+    use rusqlite::OptionalExtension as _;
+    conn.query_row(
+        "SELECT id FROM domains WHERE domain = ?1",
+        [domain.as_str()],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::UnknownDomain {
+        domain: domain.to_string(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::db;
+
+    /// A migrated database in a temp dir, with settings stored.
+    pub(crate) fn conn() -> (tempfile::TempDir, db::PooledConnection) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = db::open(&dir.path().join("t.db"), 1).unwrap();
+        let conn = pool.get().unwrap();
+        let defaults = [("HOSTNAME".to_string(), "mx.example.com".to_string())].into();
+        crate::settings::Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
+        (dir, conn)
+    }
+}

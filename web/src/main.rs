@@ -1,0 +1,88 @@
+//! `mailserver-web`: the admin dashboard and the public tracking-pixel endpoint, over HTTPS.
+//!
+//! This is the skeleton: it serves HTTPS with the certificate in `$DATA_DIR/ssl/` on the address and
+//! port from the stored settings (`WEB_PORT`, default 8080), answers `/healthz`, logs with tracing and
+//! stops cleanly on SIGTERM or SIGINT. The dashboard's pages land with their own issue.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use axum::Router;
+use axum::routing::get;
+use axum_server::tls_rustls::RustlsConfig;
+use mailserver::settings::{ListenAddress, Paths, Settings};
+use tokio::signal::unix::{SignalKind, signal};
+
+fn data_dir() -> Result<PathBuf> {
+    let mut data = std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--data" => data = PathBuf::from(args.next().context("--data needs a directory")?),
+            "-h" | "--help" => {
+                println!("usage: mailserver-web [--data DIR]");
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(data)
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(|| async { "mailserver dashboard\n" }))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let paths = Paths::new(data_dir()?);
+    let settings = {
+        let paths = paths.clone();
+        tokio::task::spawn_blocking(move || -> Result<Settings> {
+            let pool = mailserver::db::open(&paths.db(), 1)?;
+            let conn = pool.get()?;
+            Ok(Settings::load(&conn)?)
+        })
+        .await??
+    };
+    let ip = match settings.listen {
+        ListenAddress::All => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        ListenAddress::Ip(ip) => IpAddr::V4(ip),
+    };
+    let addr = SocketAddr::new(ip, settings.ports.web);
+    let tls = RustlsConfig::from_pem_file(paths.tls_cert(), paths.tls_key())
+        .await
+        .context("could not load the TLS certificate from ssl/")?;
+
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down");
+        stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    tracing::info!(%addr, "mailserver-web listening (HTTPS)");
+    axum_server::bind_rustls(addr, tls)
+        .handle(handle)
+        .serve(app().into_make_service())
+        .await
+        .context("the web server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
