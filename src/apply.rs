@@ -85,7 +85,11 @@ fn differs(f: &File) -> bool {
     }
 }
 
-fn write_and_reload(paths: &Paths, users: &SystemUsers, rendered: &Rendered) -> Result<Report, ApplyError> {
+fn write_and_reload(
+    paths: &Paths,
+    users: &SystemUsers,
+    rendered: &Rendered,
+) -> Result<Report, ApplyError> {
     let changed: Vec<&File> = rendered.files.iter().filter(|f| differs(f)).collect();
     validate(paths, &changed)?;
 
@@ -105,7 +109,8 @@ fn write_and_reload(paths: &Paths, users: &SystemUsers, rendered: &Rendered) -> 
     let (uid, gid) = system::Owner::RootPostfixGroup.ids(users);
     nix::unistd::chown(&maps_path, Some(uid), Some(gid))
         .map_err(|e| io("chown", &maps_path)(e.into()))?;
-    fs::set_permissions(&maps_path, fs::Permissions::from_mode(0o640)).map_err(io("chmod", &maps_path))?;
+    fs::set_permissions(&maps_path, fs::Permissions::from_mode(0o640))
+        .map_err(io("chmod", &maps_path))?;
 
     let mut daemons: BTreeSet<Daemon> = changed.iter().map(|f| f.daemon).collect();
     if !report.removed.is_empty() {
@@ -125,7 +130,14 @@ fn write_atomic(f: &File, users: &SystemUsers) -> Result<(), ApplyError> {
     fs::create_dir_all(dir).map_err(io("create", dir))?;
     if f.owner == system::Owner::Opendkim {
         // Key directories: readable by OpenDKIM only.
-        set_owner_mode(dir, &File { mode: 0o700, ..f.clone() }, users)?;
+        set_owner_mode(
+            dir,
+            &File {
+                mode: 0o700,
+                ..f.clone()
+            },
+            users,
+        )?;
     }
     let name = f.path.file_name().expect("file name").to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
@@ -179,7 +191,9 @@ fn prune_stale_keys(dkim_dir: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>, A
     };
     for domain in domains.flatten() {
         let dir = domain.path();
-        let Ok(keys) = fs::read_dir(&dir) else { continue };
+        let Ok(keys) = fs::read_dir(&dir) else {
+            continue;
+        };
         for key in keys.flatten() {
             let path = key.path();
             if path.extension().is_some_and(|e| e == "private") && !keep.contains(&path) {
@@ -198,7 +212,7 @@ fn have(program: &str) -> bool {
         .any(|d| Path::new(d).join(program).exists())
 }
 
-fn run_checker(program: &str, args: &[&str]) -> Result<(), ApplyError> {
+fn run_checker(program: &str, args: &[&str], pending: &[&File]) -> Result<(), ApplyError> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -207,8 +221,19 @@ fn run_checker(program: &str, args: &[&str]) -> Result<(), ApplyError> {
             checker: program.to_string(),
             output: e.to_string(),
         })?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // postconf only warns about unknown or malformed parameters; treat warnings as failures.
+    // postconf only warns about unknown or malformed parameters, so warnings count as failures, except
+    // a lookup table file that does not exist yet because it is among the files about to be written.
+    let stderr: String = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|line| {
+            !(line.contains("configuration \"")
+                && line.ends_with("No such file or directory")
+                && pending
+                    .iter()
+                    .any(|f| line.contains(&format!("\"{}\"", f.path.display()))))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     if !out.status.success() || stderr.contains("warning:") || stderr.contains("fatal:") {
         return Err(ApplyError::Invalid {
             checker: format!("{program} {}", args.join(" ")),
@@ -223,21 +248,39 @@ fn run_checker(program: &str, args: &[&str]) -> Result<(), ApplyError> {
 fn validate(paths: &Paths, changed: &[&File]) -> Result<(), ApplyError> {
     let config = paths.config_dir();
     let staging = config.join(".staging");
-    let touches = |d: Daemon| changed.iter().any(|f| f.daemon == d && f.path.starts_with(&config));
+    let touches = |d: Daemon| {
+        changed
+            .iter()
+            .any(|f| f.daemon == d && f.path.starts_with(&config))
+    };
     let stage = |sub: &str| -> Result<PathBuf, ApplyError> {
         let dir = staging.join(sub);
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-        for f in changed.iter().filter(|f| f.path.starts_with(config.join(sub))) {
+        // Staged files refer to each other (main.cf names the map files, opendkim.conf its tables):
+        // point those references at the staged copies.
+        let live_dir = config.join(sub).to_string_lossy().into_owned();
+        let staged_dir = dir.to_string_lossy().into_owned();
+        let mut staged = Vec::new();
+        for f in changed
+            .iter()
+            .filter(|f| f.path.starts_with(config.join(sub)))
+        {
             let name = f.path.file_name().expect("file name");
-            fs::write(dir.join(name), &f.contents).map_err(io("write", &dir))?;
+            let text = String::from_utf8_lossy(&f.contents).replace(&live_dir, &staged_dir);
+            fs::write(dir.join(name), text).map_err(io("write", &dir))?;
+            staged.push(name.to_os_string());
         }
         // Unchanged files the checker also reads.
         if let Ok(live) = fs::read_dir(config.join(sub)) {
             for entry in live.flatten() {
-                let target = dir.join(entry.file_name());
-                if !target.exists() {
-                    let _ = fs::copy(entry.path(), target);
+                if staged.contains(&entry.file_name()) || !entry.path().is_file() {
+                    continue;
                 }
+                let text = fs::read_to_string(entry.path()).unwrap_or_default();
+                let _ = fs::write(
+                    dir.join(entry.file_name()),
+                    text.replace(&live_dir, &staged_dir),
+                );
             }
         }
         Ok(dir)
@@ -246,18 +289,18 @@ fn validate(paths: &Paths, changed: &[&File]) -> Result<(), ApplyError> {
         if touches(Daemon::Postfix) && have("postconf") {
             let dir = stage("postfix")?;
             let d = dir.to_string_lossy();
-            run_checker("postconf", &["-c", &d, "-n"])?;
-            run_checker("postconf", &["-c", &d, "-M"])?;
+            run_checker("postconf", &["-c", &d, "-n"], changed)?;
+            run_checker("postconf", &["-c", &d, "-M"], changed)?;
         }
         if touches(Daemon::Dovecot) && have("doveconf") {
             let dir = stage("dovecot")?;
             let conf = dir.join("dovecot.conf");
-            run_checker("doveconf", &["-n", "-c", &conf.to_string_lossy()])?;
+            run_checker("doveconf", &["-n", "-c", &conf.to_string_lossy()], changed)?;
         }
         if touches(Daemon::Opendkim) && have("opendkim") {
             let dir = stage("opendkim")?;
             let conf = dir.join("opendkim.conf");
-            run_checker("opendkim", &["-n", "-x", &conf.to_string_lossy()])?;
+            run_checker("opendkim", &["-n", "-x", &conf.to_string_lossy()], changed)?;
         }
         Ok(())
     })();
@@ -293,19 +336,33 @@ fn reload(paths: &Paths, daemon: Daemon) -> Result<bool, ApplyError> {
             }
             Ok(true)
         }
-        Daemon::Dovecot => signal(daemon, &run.join("dovecot/master.pid"), nix::sys::signal::SIGHUP),
-        Daemon::Opendkim => signal(daemon, &run.join("opendkim/opendkim.pid"), nix::sys::signal::SIGUSR1),
+        Daemon::Dovecot => signal(
+            daemon,
+            &run.join("dovecot/master.pid"),
+            nix::sys::signal::SIGHUP,
+        ),
+        Daemon::Opendkim => signal(
+            daemon,
+            &run.join("opendkim/opendkim.pid"),
+            nix::sys::signal::SIGUSR1,
+        ),
         Daemon::Supervisor => Ok(false),
     }
 }
 
-fn signal(daemon: Daemon, pid_file: &Path, sig: nix::sys::signal::Signal) -> Result<bool, ApplyError> {
+fn signal(
+    daemon: Daemon,
+    pid_file: &Path,
+    sig: nix::sys::signal::Signal,
+) -> Result<bool, ApplyError> {
     let Some(pid) = system::pid_alive(pid_file) else {
         return Ok(false);
     };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| ApplyError::Reload {
-        daemon,
-        output: e.to_string(),
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| {
+        ApplyError::Reload {
+            daemon,
+            output: e.to_string(),
+        }
     })?;
     Ok(true)
 }

@@ -130,7 +130,10 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
-        assert!(matches!(open(&path, 1), Err(DbError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            open(&path, 1),
+            Err(DbError::TooNew { found: 99, .. })
+        ));
     }
 
     #[test]
@@ -158,6 +161,9 @@ mod tests {
             [],
         )
         .unwrap();
-        assert!(conn.execute("DELETE FROM domains WHERE id = 1", []).is_err());
+        assert!(
+            conn.execute("DELETE FROM domains WHERE id = 1", [])
+                .is_err()
+        );
     }
 }

@@ -26,7 +26,8 @@ pub struct KeyPair {
 
 pub fn generate() -> Result<KeyPair, DkimError> {
     let mut rng = UnwrapErr(getrandom::SysRng);
-    let key = PrivateKey::new(&mut rng, KEY_BITS).map_err(|e| DkimError::Generate(e.to_string()))?;
+    let key =
+        PrivateKey::new(&mut rng, KEY_BITS).map_err(|e| DkimError::Generate(e.to_string()))?;
     let private_pem = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| DkimError::Encode(e.to_string()))?
@@ -82,9 +83,21 @@ mod tests {
     #[test]
     fn selectors_rotate() {
         assert_eq!(first_selector().as_str(), "mail");
-        assert_eq!(next_selector(Some("mail"), "20261124").as_str(), "mail-20261124");
-        assert_eq!(next_selector(Some("mail-20261124"), "20261124").as_str(), "mail-20261124-2");
-        assert_eq!(next_selector(Some("mail-20261124-2"), "20261124").as_str(), "mail-20261124-3");
-        assert_eq!(next_selector(Some("mail-20261124-3"), "20261125").as_str(), "mail-20261125");
+        assert_eq!(
+            next_selector(Some("mail"), "20261124").as_str(),
+            "mail-20261124"
+        );
+        assert_eq!(
+            next_selector(Some("mail-20261124"), "20261124").as_str(),
+            "mail-20261124-2"
+        );
+        assert_eq!(
+            next_selector(Some("mail-20261124-2"), "20261124").as_str(),
+            "mail-20261124-3"
+        );
+        assert_eq!(
+            next_selector(Some("mail-20261124-3"), "20261125").as_str(),
+            "mail-20261125"
+        );
     }
 }

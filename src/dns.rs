@@ -29,7 +29,12 @@ impl Record {
 
     /// `name TTL IN TYPE value`, one line.
     pub fn zone_line(&self) -> String {
-        format!("{}\t3600\tIN\t{}\t{}", self.name, self.kind, self.zone_value())
+        format!(
+            "{}\t3600\tIN\t{}\t{}",
+            self.name,
+            self.kind,
+            self.zone_value()
+        )
     }
 }
 
@@ -87,7 +92,10 @@ mod tests {
     fn splits_long_txt() {
         let text = "a".repeat(600);
         let parts = split_txt(&text);
-        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![255, 255, 90]);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![255, 255, 90]
+        );
         assert_eq!(split_txt("short"), vec!["short"]);
         assert_eq!(split_txt(&"b".repeat(255)).len(), 1);
     }
@@ -109,7 +117,10 @@ mod tests {
                 ("_dmarc.example.com.", "TXT"),
             ]
         );
-        assert_eq!(recs[0].zone_line(), "example.com.\t3600\tIN\tMX\t10 mx.example.com.");
+        assert_eq!(
+            recs[0].zone_line(),
+            "example.com.\t3600\tIN\tMX\t10 mx.example.com."
+        );
         let dkim = &recs[2];
         assert!(dkim.value.starts_with("v=DKIM1; k=rsa; p=KKK"));
         let zone = dkim.zone_value();

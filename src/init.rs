@@ -91,15 +91,26 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
     dir(&paths.dkim_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.mail_dir(), 0o770, Owner::Vmail, &users)?;
     dir(&paths.spool_dir(), 0o755, Owner::Root, &users)?;
-    dir(&paths.spool_dir().join("postfix"), 0o755, Owner::Root, &users)?;
+    dir(
+        &paths.spool_dir().join("postfix"),
+        0o755,
+        Owner::Root,
+        &users,
+    )?;
     dir(&paths.log_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.run_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.run_dir().join("milter"), 0o755, Owner::Root, &users)?;
-    dir(&paths.run_dir().join("opendkim"), 0o750, Owner::Opendkim, &users)?;
+    dir(
+        &paths.run_dir().join("opendkim"),
+        0o755,
+        Owner::Opendkim,
+        &users,
+    )?;
 
     let pool = db::open(&paths.db(), 2)?;
     let mut conn = pool.get().map_err(DbError::from)?;
-    fs::set_permissions(paths.db(), fs::Permissions::from_mode(0o600)).map_err(io("chmod", &paths.db()))?;
+    fs::set_permissions(paths.db(), fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod", &paths.db()))?;
 
     let defaults: BTreeMap<String, String> = [
         ("HOSTNAME".to_string(), default_hostname()),

@@ -178,14 +178,25 @@ fn run(cli: Cli) -> Result<()> {
             "initialised {} for {}{}{}; wrote {} file(s)",
             paths.data.display(),
             report.settings.hostname,
-            if report.created_admin { "; created admin/admin (change it!)" } else { "" },
-            if report.created_certificate { "; made a self-signed certificate" } else { "" },
+            if report.created_admin {
+                "; created admin/admin (change it!)"
+            } else {
+                ""
+            },
+            if report.created_certificate {
+                "; made a self-signed certificate"
+            } else {
+                ""
+            },
             report.apply.written.len()
         );
         return Ok(());
     }
     if !paths.db().exists() {
-        bail!("no database at {}: run `mailserver init` first", paths.db().display());
+        bail!(
+            "no database at {}: run `mailserver init` first",
+            paths.db().display()
+        );
     }
     let pool = db::open(&paths.db(), 1)?;
     let mut conn = pool.get()?;
@@ -228,7 +239,10 @@ fn run(cli: Cli) -> Result<()> {
             let domain = Domain::parse(&domain)?;
             let d = domains::get(&conn, &domain)?;
             let snapshot = Snapshot::read(&mut conn)?;
-            let key = d.dkim.as_ref().map(|k| (&k.selector, k.public_b64.as_str()));
+            let key = d
+                .dkim
+                .as_ref()
+                .map(|k| (&k.selector, k.public_b64.as_str()));
             for r in dns::records(&domain, &snapshot.settings.hostname, key) {
                 writeln!(out, "{}", r.zone_line())?;
             }
@@ -353,4 +367,3 @@ fn run(cli: Cli) -> Result<()> {
 fn active(on: bool) -> &'static str {
     if on { "active" } else { "disabled" }
 }
-

@@ -117,7 +117,10 @@ impl Domain {
                 });
             }
         }
-        if labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
+        if labels
+            .last()
+            .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+        {
             return Err(NameError::Malformed {
                 what: WHAT,
                 why: "the last label is numeric (an IP address is not a domain)",
@@ -387,14 +390,38 @@ mod tests {
 
     #[test]
     fn domains() {
-        assert_eq!(Domain::parse("Example.COM").unwrap().as_str(), "example.com");
-        assert_eq!(Domain::parse("a-b.c1.example").unwrap().as_str(), "a-b.c1.example");
-        assert_eq!(Domain::parse("xn--bcher-kva.example").unwrap().as_str(), "xn--bcher-kva.example");
+        assert_eq!(
+            Domain::parse("Example.COM").unwrap().as_str(),
+            "example.com"
+        );
+        assert_eq!(
+            Domain::parse("a-b.c1.example").unwrap().as_str(),
+            "a-b.c1.example"
+        );
+        assert_eq!(
+            Domain::parse("xn--bcher-kva.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
         for input in [
-            "", "com", "example.com\n", "exa mple.com", "example..com", ".example.com", "example.com.",
-            "-a.com", "a-.com", "ex%ample.com", "ex,ample.com", "ex:ample.com", "exämple.com",
+            "",
+            "com",
+            "example.com\n",
+            "exa mple.com",
+            "example..com",
+            ".example.com",
+            "example.com.",
+            "-a.com",
+            "a-.com",
+            "ex%ample.com",
+            "ex,ample.com",
+            "ex:ample.com",
+            "exämple.com",
             "еxample.com", // Cyrillic е
-            "1.2.3.4", "a\0.com", "a\r.com", "a'.com", "a;drop.com",
+            "1.2.3.4",
+            "a\0.com",
+            "a\r.com",
+            "a'.com",
+            "a;drop.com",
         ] {
             bad_domain(input);
         }
@@ -421,15 +448,27 @@ mod tests {
         assert_eq!(a.as_str(), "alice@example.com");
         assert_eq!(a.local().as_str(), "alice");
         assert_eq!(a.domain().as_str(), "example.com");
-        for bad in ["alice", "@example.com", "alice@", "a@b@c.com", "alice@example.com\r\nRCPT"] {
+        for bad in [
+            "alice",
+            "@example.com",
+            "alice@",
+            "a@b@c.com",
+            "alice@example.com\r\nRCPT",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
 
     #[test]
     fn alias_sources() {
-        assert_eq!(AliasSource::parse("@Example.com").unwrap().key(), "@example.com");
-        assert_eq!(AliasSource::parse("sales@example.com").unwrap().key(), "sales@example.com");
+        assert_eq!(
+            AliasSource::parse("@Example.com").unwrap().key(),
+            "@example.com"
+        );
+        assert_eq!(
+            AliasSource::parse("sales@example.com").unwrap().key(),
+            "sales@example.com"
+        );
         assert!(AliasSource::parse("@").is_err());
         assert!(AliasSource::parse("@@example.com").is_err());
     }
@@ -451,7 +490,10 @@ mod tests {
         assert!(Selector::parse("-x").is_err());
         let h = Hostname::parse("mx.example.com").unwrap();
         assert_eq!(h.parent(), "example.com");
-        assert_eq!(Hostname::parse("example.com").unwrap().parent(), "example.com");
+        assert_eq!(
+            Hostname::parse("example.com").unwrap().parent(),
+            "example.com"
+        );
         assert!(Hostname::parse("localhost").is_err());
     }
 

@@ -91,7 +91,10 @@ mod tests {
     fn rejects_bad_passwords() {
         assert!(matches!(hash(""), Err(PasswordError::Empty)));
         assert!(matches!(hash("a\nb"), Err(PasswordError::BadChar)));
-        assert!(matches!(hash(&"x".repeat(MAX_LEN + 1)), Err(PasswordError::TooLong)));
+        assert!(matches!(
+            hash(&"x".repeat(MAX_LEN + 1)),
+            Err(PasswordError::TooLong)
+        ));
     }
 
     #[test]

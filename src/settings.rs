@@ -18,7 +18,10 @@ use crate::names::{Hostname, NameError};
 #[derive(Debug, Error)]
 pub enum SettingsError {
     #[error("{key}: {source}")]
-    Name { key: &'static str, source: NameError },
+    Name {
+        key: &'static str,
+        source: NameError,
+    },
     #[error("{key}: {why} (got {value:?})")]
     Invalid {
         key: &'static str,
@@ -165,7 +168,10 @@ impl Relayhost {
             let (host, after) = rest.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
             let port = match after {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| invalid("expected :port after ]"))?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| invalid("expected :port after ]"))?,
+                ),
             };
             (host, port)
         } else {
@@ -175,7 +181,9 @@ impl Relayhost {
             }
         };
         if host.parse::<Ipv4Addr>().is_err() && crate::names::Domain::parse(host).is_err() {
-            return Err(invalid("the host is neither an IPv4 address nor a domain name"));
+            return Err(invalid(
+                "the host is neither an IPv4 address nor a domain name",
+            ));
         }
         if let Some(p) = port
             && p.parse::<u16>().map_or(true, |p| p == 0)
@@ -202,7 +210,8 @@ impl BaseUrl {
         let ok = rest.is_some_and(|r| {
             !r.is_empty()
                 && r.chars().all(|c| {
-                    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '/' | '_' | '[' | ']')
+                    c.is_ascii_alphanumeric()
+                        || matches!(c, '.' | '-' | ':' | '/' | '_' | '[' | ']')
                 })
         });
         if ok {
@@ -248,7 +257,11 @@ const KEYS: &[&str] = &[
     "BIN_DIR",
 ];
 
-fn port(map: &BTreeMap<String, String>, key: &'static str, default: u16) -> Result<u16, SettingsError> {
+fn port(
+    map: &BTreeMap<String, String>,
+    key: &'static str,
+    default: u16,
+) -> Result<u16, SettingsError> {
     match map.get(key) {
         None => Ok(default),
         Some(v) if v.trim().is_empty() => Ok(default),
@@ -267,8 +280,7 @@ fn port(map: &BTreeMap<String, String>, key: &'static str, default: u16) -> Resu
 
 fn safe_path(key: &'static str, v: &str) -> Result<PathBuf, SettingsError> {
     let ok = v.starts_with('/')
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+'));
     if ok {
         Ok(PathBuf::from(v))
@@ -310,10 +322,12 @@ impl Settings {
             pop3s: port(map, "POP3S_PORT", d.pop3s)?,
             web: port(map, "WEB_PORT", d.web)?,
         };
-        let hostname = Hostname::parse(map.get("HOSTNAME").map_or("", String::as_str))
-            .map_err(|source| SettingsError::Name {
-                key: "HOSTNAME",
-                source,
+        let hostname =
+            Hostname::parse(map.get("HOSTNAME").map_or("", String::as_str)).map_err(|source| {
+                SettingsError::Name {
+                    key: "HOSTNAME",
+                    source,
+                }
             })?;
         let pixel_base_url = match map.get("PIXEL_BASE_URL").map(|s| s.trim()) {
             Some(v) if !v.is_empty() => BaseUrl::parse(v)?,
@@ -411,8 +425,11 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let s = Settings::from_map(&map(&[("HOSTNAME", "mx.example.com"), ("SMTP_PORT", "2525")]))
-            .unwrap();
+        let s = Settings::from_map(&map(&[
+            ("HOSTNAME", "mx.example.com"),
+            ("SMTP_PORT", "2525"),
+        ]))
+        .unwrap();
         assert_eq!(s.ports.smtp, 2525);
         assert_eq!(s.ports.submission, 587);
         assert_eq!(s.pixel_base_url.as_str(), "https://mx.example.com");
@@ -444,7 +461,13 @@ mod tests {
 
     #[test]
     fn relayhosts() {
-        for ok in ["", "[127.0.0.1]:2626", "relay.example.com", "relay.example.com:587", "[smtp.example.com]"] {
+        for ok in [
+            "",
+            "[127.0.0.1]:2626",
+            "relay.example.com",
+            "relay.example.com:587",
+            "[smtp.example.com]",
+        ] {
             assert!(Relayhost::parse(ok).is_ok(), "{ok}");
         }
     }

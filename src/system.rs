@@ -84,7 +84,10 @@ impl Owner {
                 Uid::from_raw(users.opendkim_uid),
                 Gid::from_raw(users.opendkim_gid),
             ),
-            Owner::Vmail => (Uid::from_raw(users.vmail_uid), Gid::from_raw(users.vmail_gid)),
+            Owner::Vmail => (
+                Uid::from_raw(users.vmail_uid),
+                Gid::from_raw(users.vmail_gid),
+            ),
         }
     }
 }

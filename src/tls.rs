@@ -21,8 +21,8 @@ pub struct SelfSigned {
 /// for ten years. Users replace `ssl/cert.pem` and `ssl/key.pem` with a real one.
 pub fn self_signed(hostname: &Hostname) -> Result<SelfSigned, TlsError> {
     let err = |e: rcgen::Error| TlsError(e.to_string());
-    let mut params = CertificateParams::new(vec![hostname.to_string(), "localhost".to_string()])
-        .map_err(err)?;
+    let mut params =
+        CertificateParams::new(vec![hostname.to_string(), "localhost".to_string()]).map_err(err)?;
     params
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));

@@ -18,13 +18,16 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut data = std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
+    let mut data =
+        std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
     let mut socket = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--data" => data = PathBuf::from(args.next().context("--data needs a directory")?),
-            "--socket" => socket = Some(PathBuf::from(args.next().context("--socket needs a path")?)),
+            "--socket" => {
+                socket = Some(PathBuf::from(args.next().context("--socket needs a path")?))
+            }
             "-h" | "--help" => {
                 println!("usage: mailserver-milter [--data DIR] [--socket PATH]");
                 std::process::exit(0);
@@ -44,20 +47,25 @@ async fn main() -> Result<()> {
         )
         .init();
     let args = parse_args()?;
-    let socket = args
-        .socket
-        .unwrap_or_else(|| mailserver::settings::Paths::new(&args.data).run_dir().join("milter/milter.sock"));
+    let socket = args.socket.unwrap_or_else(|| {
+        mailserver::settings::Paths::new(&args.data)
+            .run_dir()
+            .join("milter/milter.sock")
+    });
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
     }
     let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).with_context(|| format!("could not bind {}", socket.display()))?;
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("could not bind {}", socket.display()))?;
     // Postfix connects as its own unprivileged user.
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
         .with_context(|| format!("could not chmod {}", socket.display()))?;
     tracing::info!(socket = %socket.display(), "mailserver-milter listening");
 
-    let callbacks: Callbacks<()> = Callbacks::new().on_connect(|_, _, _| Box::pin(async { Status::Accept }));
+    let callbacks: Callbacks<()> =
+        Callbacks::new().on_connect(|_, _, _| Box::pin(async { Status::Accept }));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let shutdown = async move {

@@ -64,7 +64,11 @@ impl Maps {
             maps.sender_logins
                 .push((a.address.to_string(), a.address.to_string()));
         }
-        for alias in snapshot.aliases.iter().filter(|a| a.active && a.domain_active) {
+        for alias in snapshot
+            .aliases
+            .iter()
+            .filter(|a| a.active && a.domain_active)
+        {
             maps.aliases
                 .push((alias.source.key(), alias.destinations.to_string()));
             if let crate::names::AliasSource::Address(source) = &alias.source {
@@ -101,7 +105,8 @@ impl Maps {
             for (email, pw, home, quota) in &self.mailboxes {
                 ins.execute((email, pw, home, quota))?;
             }
-            let mut ins = tx.prepare("INSERT INTO aliases (source, destination) VALUES (?1, ?2)")?;
+            let mut ins =
+                tx.prepare("INSERT INTO aliases (source, destination) VALUES (?1, ?2)")?;
             for (s, d) in &self.aliases {
                 ins.execute((s, d))?;
             }

@@ -57,16 +57,56 @@ pub enum RenderError {
 }
 
 const TEMPLATES: &[(&str, &str, Daemon)] = &[
-    ("postfix/main.cf", include_str!("../../docker/templates/postfix/main.cf"), Daemon::Postfix),
-    ("postfix/master.cf", include_str!("../../docker/templates/postfix/master.cf"), Daemon::Postfix),
-    ("postfix/virtual_domains.cf", include_str!("../../docker/templates/postfix/virtual_domains.cf"), Daemon::Postfix),
-    ("postfix/virtual_mailboxes.cf", include_str!("../../docker/templates/postfix/virtual_mailboxes.cf"), Daemon::Postfix),
-    ("postfix/virtual_aliases.cf", include_str!("../../docker/templates/postfix/virtual_aliases.cf"), Daemon::Postfix),
-    ("postfix/sender_logins.cf", include_str!("../../docker/templates/postfix/sender_logins.cf"), Daemon::Postfix),
-    ("dovecot/dovecot.conf", include_str!("../../docker/templates/dovecot/dovecot.conf"), Daemon::Dovecot),
-    ("dovecot/dovecot-sql.conf.ext", include_str!("../../docker/templates/dovecot/dovecot-sql.conf.ext"), Daemon::Dovecot),
-    ("opendkim/opendkim.conf", include_str!("../../docker/templates/opendkim/opendkim.conf"), Daemon::Opendkim),
-    ("supervisord.conf", include_str!("../../docker/templates/supervisord.conf"), Daemon::Supervisor),
+    (
+        "postfix/main.cf",
+        include_str!("../../docker/templates/postfix/main.cf"),
+        Daemon::Postfix,
+    ),
+    (
+        "postfix/master.cf",
+        include_str!("../../docker/templates/postfix/master.cf"),
+        Daemon::Postfix,
+    ),
+    (
+        "postfix/virtual_domains.cf",
+        include_str!("../../docker/templates/postfix/virtual_domains.cf"),
+        Daemon::Postfix,
+    ),
+    (
+        "postfix/virtual_mailboxes.cf",
+        include_str!("../../docker/templates/postfix/virtual_mailboxes.cf"),
+        Daemon::Postfix,
+    ),
+    (
+        "postfix/virtual_aliases.cf",
+        include_str!("../../docker/templates/postfix/virtual_aliases.cf"),
+        Daemon::Postfix,
+    ),
+    (
+        "postfix/sender_logins.cf",
+        include_str!("../../docker/templates/postfix/sender_logins.cf"),
+        Daemon::Postfix,
+    ),
+    (
+        "dovecot/dovecot.conf",
+        include_str!("../../docker/templates/dovecot/dovecot.conf"),
+        Daemon::Dovecot,
+    ),
+    (
+        "dovecot/dovecot-sql.conf.ext",
+        include_str!("../../docker/templates/dovecot/dovecot-sql.conf.ext"),
+        Daemon::Dovecot,
+    ),
+    (
+        "opendkim/opendkim.conf",
+        include_str!("../../docker/templates/opendkim/opendkim.conf"),
+        Daemon::Opendkim,
+    ),
+    (
+        "supervisord.conf",
+        include_str!("../../docker/templates/supervisord.conf"),
+        Daemon::Supervisor,
+    ),
 ];
 
 fn path_str(p: PathBuf) -> String {
@@ -74,7 +114,12 @@ fn path_str(p: PathBuf) -> String {
 }
 
 /// The template variables for a snapshot.
-pub fn vars(snapshot: &Snapshot, paths: &Paths, users: &SystemUsers, require_safe_keys: bool) -> template::Vars {
+pub fn vars(
+    snapshot: &Snapshot,
+    paths: &Paths,
+    users: &SystemUsers,
+    require_safe_keys: bool,
+) -> template::Vars {
     let s = &snapshot.settings;
     let (inet_interfaces, bind, dovecot_listen) = match s.listen {
         ListenAddress::All => ("all".to_string(), String::new(), "*".to_string()),
@@ -234,17 +279,24 @@ mod tests {
         let r = render(&snap, &paths, &SystemUsers::fixed_for_tests(), true).unwrap();
         for f in &r.files {
             let text = String::from_utf8_lossy(&f.contents);
-            assert!(!text.contains("{{"), "{} has an unrendered variable", f.path.display());
+            assert!(
+                !text.contains("{{"),
+                "{} has an unrendered variable",
+                f.path.display()
+            );
         }
         let main = file(&r, "postfix/main.cf");
         assert!(main.contains("myhostname = mx.example.com\n"));
         assert!(main.contains("inet_interfaces = all\n"));
-        assert!(main.contains("smtpd_milters = { unix:/data/run/milter/milter.sock, default_action = accept }, unix:/data/run/opendkim/opendkim.sock"));
+        assert!(main.contains("smtpd_milters = { unix:/data/run/milter/milter.sock, default_action=accept }, unix:/data/run/opendkim/opendkim.sock"));
         let master = file(&r, "postfix/master.cf");
         assert!(master.starts_with("# Postfix master.cf"));
         assert!(master.contains("\n25 inet n - n - - smtpd\n"));
         for service in ["cleanup", "qmgr", "smtp", "bounce", "lmtp", "postlog"] {
-            assert!(master.contains(&format!("\n{service} ")), "master.cf lacks {service}");
+            assert!(
+                master.contains(&format!("\n{service} ")),
+                "master.cf lacks {service}"
+            );
         }
         assert!(file(&r, "dovecot/dovecot.conf").contains("port = 993"));
     }
@@ -252,13 +304,26 @@ mod tests {
     #[test]
     fn only_active_domains_sign_and_resolve() {
         let (_dir, snap) = snapshot_with_data();
-        let r = render(&snap, &Paths::new("/data"), &SystemUsers::fixed_for_tests(), true).unwrap();
+        let r = render(
+            &snap,
+            &Paths::new("/data"),
+            &SystemUsers::fixed_for_tests(),
+            true,
+        )
+        .unwrap();
         assert_eq!(
             file(&r, "opendkim/KeyTable"),
             "mail._domainkey.example.com example.com:mail:/data/dkim/example.com/mail.private\n"
         );
-        assert_eq!(file(&r, "opendkim/SigningTable"), "*@example.com mail._domainkey.example.com\n");
-        let key = r.files.iter().find(|f| f.path.ends_with("mail.private")).unwrap();
+        assert_eq!(
+            file(&r, "opendkim/SigningTable"),
+            "*@example.com mail._domainkey.example.com\n"
+        );
+        let key = r
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("mail.private"))
+            .unwrap();
         assert_eq!((key.mode, key.owner), (0o600, Owner::Opendkim));
         assert_eq!(r.maps.domains, vec!["example.com"]);
         // bob is disabled: not a mailbox.
@@ -272,15 +337,24 @@ mod tests {
             r.maps.aliases,
             vec![
                 ("@example.com".to_string(), "alice@example.com".to_string()),
-                ("sales@example.com".to_string(), "alice@example.com,ext@outside.example".to_string()),
+                (
+                    "sales@example.com".to_string(),
+                    "alice@example.com,ext@outside.example".to_string()
+                ),
             ]
         );
         // alice may send as herself and as sales@ (which delivers to her); nobody as the catch-all.
         assert_eq!(
             r.maps.sender_logins,
             vec![
-                ("alice@example.com".to_string(), "alice@example.com".to_string()),
-                ("sales@example.com".to_string(), "alice@example.com".to_string()),
+                (
+                    "alice@example.com".to_string(),
+                    "alice@example.com".to_string()
+                ),
+                (
+                    "sales@example.com".to_string(),
+                    "alice@example.com".to_string()
+                ),
             ]
         );
     }
@@ -290,7 +364,13 @@ mod tests {
         let (_dir, mut snap) = snapshot_with_data();
         snap.settings.listen = crate::settings::ListenAddress::Ip("127.0.0.1".parse().unwrap());
         snap.settings.ports.smtp = 2525;
-        let r = render(&snap, &Paths::new("/tmp/x"), &SystemUsers::fixed_for_tests(), false).unwrap();
+        let r = render(
+            &snap,
+            &Paths::new("/tmp/x"),
+            &SystemUsers::fixed_for_tests(),
+            false,
+        )
+        .unwrap();
         assert!(file(&r, "postfix/master.cf").contains("\n127.0.0.1:2525 inet n - n - - smtpd\n"));
         assert!(file(&r, "dovecot/dovecot.conf").contains("listen = 127.0.0.1\n"));
         assert!(file(&r, "opendkim/opendkim.conf").contains("RequireSafeKeys         false"));
@@ -310,7 +390,13 @@ mod tests {
     #[test]
     fn maps_db_round_trips() {
         let (dir, snap) = snapshot_with_data();
-        let r = render(&snap, &Paths::new("/data"), &SystemUsers::fixed_for_tests(), true).unwrap();
+        let r = render(
+            &snap,
+            &Paths::new("/data"),
+            &SystemUsers::fixed_for_tests(),
+            true,
+        )
+        .unwrap();
         let path = dir.path().join("maps.db");
         r.maps.write(&path).unwrap();
         r.maps.write(&path).unwrap();

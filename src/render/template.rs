@@ -60,15 +60,27 @@ mod tests {
     #[test]
     fn substitutes() {
         let vars: Vars = [("A", "1".to_string()), ("BB", "two".to_string())].into();
-        assert_eq!(render("t", "x={{A}} y={{ BB }}{{A}}", &vars).unwrap(), "x=1 y=two1");
+        assert_eq!(
+            render("t", "x={{A}} y={{ BB }}{{A}}", &vars).unwrap(),
+            "x=1 y=two1"
+        );
         assert_eq!(render("t", "no vars", &vars).unwrap(), "no vars");
     }
 
     #[test]
     fn errors() {
         let vars: Vars = [("A", "1\n2".to_string())].into();
-        assert!(matches!(render("t", "{{B}}", &vars), Err(TemplateError::Unknown { .. })));
-        assert!(matches!(render("t", "{{A", &vars), Err(TemplateError::Unclosed { .. })));
-        assert!(matches!(render("t", "{{A}}", &vars), Err(TemplateError::Multiline { .. })));
+        assert!(matches!(
+            render("t", "{{B}}", &vars),
+            Err(TemplateError::Unknown { .. })
+        ));
+        assert!(matches!(
+            render("t", "{{A", &vars),
+            Err(TemplateError::Unclosed { .. })
+        ));
+        assert!(matches!(
+            render("t", "{{A}}", &vars),
+            Err(TemplateError::Multiline { .. })
+        ));
     }
 }

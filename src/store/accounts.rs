@@ -22,11 +22,21 @@ pub struct Account {
 /// Quotas above 1 TiB are surely typos.
 pub const MAX_QUOTA_MB: u32 = 1024 * 1024;
 
-const SELECT: &str = "SELECT a.id, a.username, d.domain, a.name, a.active, a.quota, a.password_hash, d.active
+const SELECT: &str =
+    "SELECT a.id, a.username, d.domain, a.name, a.active, a.quota, a.password_hash, d.active
                       FROM accounts a JOIN domains d ON d.id = a.domain_id";
 
 fn build(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
 }
 
 type Raw = (i64, String, String, String, bool, i64, String, bool);
@@ -108,7 +118,12 @@ pub fn add(
     }
 }
 
-fn update(conn: &Connection, address: &Address, set: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
+fn update(
+    conn: &Connection,
+    address: &Address,
+    set: &str,
+    value: &dyn rusqlite::ToSql,
+) -> Result<(), StoreError> {
     let n = conn.execute(
         &format!(
             "UPDATE accounts SET {set} = ?3, updated_at = datetime('now')
@@ -125,7 +140,11 @@ fn update(conn: &Connection, address: &Address, set: &str, value: &dyn rusqlite:
     Ok(())
 }
 
-pub fn set_password(conn: &Connection, address: &Address, password: &str) -> Result<(), StoreError> {
+pub fn set_password(
+    conn: &Connection,
+    address: &Address,
+    password: &str,
+) -> Result<(), StoreError> {
     let hash = password::hash(password)?;
     update(conn, address, "password_hash", &hash)
 }
@@ -172,9 +191,15 @@ mod tests {
         let acc = add(&conn, &a, "s3cret", 100, "Alice").unwrap();
         assert_eq!(acc.quota_mb, 100);
         assert!(password::verify("s3cret", &acc.password_hash));
-        assert!(matches!(add(&conn, &a, "x", 0, ""), Err(StoreError::Exists { .. })));
+        assert!(matches!(
+            add(&conn, &a, "x", 0, ""),
+            Err(StoreError::Exists { .. })
+        ));
         set_password(&conn, &a, "new").unwrap();
-        assert!(password::verify("new", &get(&conn, &a).unwrap().password_hash));
+        assert!(password::verify(
+            "new",
+            &get(&conn, &a).unwrap().password_hash
+        ));
         set_active(&conn, &a, false).unwrap();
         set_quota(&conn, &a, 5).unwrap();
         set_name(&conn, &a, "Alice B").unwrap();
@@ -182,14 +207,20 @@ mod tests {
         assert!(!got.active);
         assert_eq!((got.quota_mb, got.name.as_str()), (5, "Alice B"));
         remove(&conn, &a).unwrap();
-        assert!(matches!(remove(&conn, &a), Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            remove(&conn, &a),
+            Err(StoreError::NotFound { .. })
+        ));
     }
 
     #[test]
     fn refuses_unknown_domains_and_bad_input() {
         let (_dir, conn) = testutil::conn();
         let a = Address::parse("bob@nowhere.example").unwrap();
-        assert!(matches!(add(&conn, &a, "pw", 0, ""), Err(StoreError::UnknownDomain { .. })));
+        assert!(matches!(
+            add(&conn, &a, "pw", 0, ""),
+            Err(StoreError::UnknownDomain { .. })
+        ));
         domains::add(&conn, &Domain::parse("nowhere.example").unwrap()).unwrap();
         assert!(add(&conn, &a, "", 0, "").is_err());
         assert!(add(&conn, &a, "pw", 0, "Bob\nEvil").is_err());

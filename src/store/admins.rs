@@ -24,7 +24,11 @@ pub fn ensure_default(conn: &Connection) -> Result<bool, StoreError> {
 
 /// Sets an admin's password and turns 2FA off (the recovery path when the admin is locked out);
 /// creates the admin if it does not exist.
-pub fn reset_password(conn: &Connection, username: &str, new_password: &str) -> Result<(), StoreError> {
+pub fn reset_password(
+    conn: &Connection,
+    username: &str,
+    new_password: &str,
+) -> Result<(), StoreError> {
     let username = crate::names::LocalPart::parse(username)?;
     let hash = password::hash(new_password)?;
     conn.execute(
@@ -59,11 +63,14 @@ mod tests {
         assert!(!ensure_default(&conn).unwrap());
         let h = password_hash(&conn, "admin").unwrap().unwrap();
         assert!(password::verify("admin", &h));
-        conn.execute("UPDATE admins SET totp_enabled = 1, totp_secret = 'X'", []).unwrap();
+        conn.execute("UPDATE admins SET totp_enabled = 1, totp_secret = 'X'", [])
+            .unwrap();
         reset_password(&conn, "admin", "n3w").unwrap();
         let h = password_hash(&conn, "admin").unwrap().unwrap();
         assert!(password::verify("n3w", &h));
-        let on: bool = conn.query_row("SELECT totp_enabled FROM admins", [], |r| r.get(0)).unwrap();
+        let on: bool = conn
+            .query_row("SELECT totp_enabled FROM admins", [], |r| r.get(0))
+            .unwrap();
         assert!(!on);
     }
 }

@@ -22,7 +22,14 @@ const SELECT: &str = "SELECT a.id, a.source, a.destination, a.active, a.tracking
                       FROM aliases a JOIN domains d ON d.id = a.domain_id";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn alias(raw: Raw) -> Result<Alias, StoreError> {
@@ -45,7 +52,11 @@ pub fn list(conn: &Connection) -> Result<Vec<Alias>, StoreError> {
 
 pub fn get(conn: &Connection, source: &AliasSource) -> Result<Alias, StoreError> {
     let raw = conn
-        .query_row(&format!("{SELECT} WHERE a.source = ?1"), [source.key()], row)
+        .query_row(
+            &format!("{SELECT} WHERE a.source = ?1"),
+            [source.key()],
+            row,
+        )
         .optional()?
         .ok_or_else(|| StoreError::NotFound {
             what: "alias",
@@ -68,7 +79,9 @@ pub fn add(
             )));
         }
         if destinations.addresses().contains(address) {
-            return Err(StoreError::Conflict(format!("{address} cannot forward to itself")));
+            return Err(StoreError::Conflict(format!(
+                "{address} cannot forward to itself"
+            )));
         }
     }
     match conn.execute(
@@ -84,7 +97,12 @@ pub fn add(
     }
 }
 
-fn update(conn: &Connection, source: &AliasSource, set: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
+fn update(
+    conn: &Connection,
+    source: &AliasSource,
+    set: &str,
+    value: &dyn rusqlite::ToSql,
+) -> Result<(), StoreError> {
     let n = conn.execute(
         &format!("UPDATE aliases SET {set} = ?2, updated_at = datetime('now') WHERE source = ?1"),
         rusqlite::params![source.key(), value],
@@ -98,7 +116,11 @@ fn update(conn: &Connection, source: &AliasSource, set: &str, value: &dyn rusqli
     Ok(())
 }
 
-pub fn set_destinations(conn: &Connection, source: &AliasSource, destinations: &Destinations) -> Result<(), StoreError> {
+pub fn set_destinations(
+    conn: &Connection,
+    source: &AliasSource,
+    destinations: &Destinations,
+) -> Result<(), StoreError> {
     update(conn, source, "destination", &destinations.to_string())
 }
 
@@ -106,7 +128,11 @@ pub fn set_active(conn: &Connection, source: &AliasSource, active: bool) -> Resu
     update(conn, source, "active", &active)
 }
 
-pub fn set_tracking(conn: &Connection, source: &AliasSource, tracking: bool) -> Result<(), StoreError> {
+pub fn set_tracking(
+    conn: &Connection,
+    source: &AliasSource,
+    tracking: bool,
+) -> Result<(), StoreError> {
     update(conn, source, "tracking_enabled", &tracking)
 }
 
@@ -135,16 +161,33 @@ mod tests {
         let dst = Destinations::parse("alice@example.com, bob@outside.example").unwrap();
         let a = add(&conn, &src, &dst, true).unwrap();
         assert!(a.tracking_enabled && a.active);
-        assert_eq!(a.destinations.to_string(), "alice@example.com,bob@outside.example");
-        assert!(matches!(add(&conn, &src, &dst, false), Err(StoreError::Exists { .. })));
+        assert_eq!(
+            a.destinations.to_string(),
+            "alice@example.com,bob@outside.example"
+        );
+        assert!(matches!(
+            add(&conn, &src, &dst, false),
+            Err(StoreError::Exists { .. })
+        ));
         set_tracking(&conn, &src, false).unwrap();
         set_active(&conn, &src, false).unwrap();
-        set_destinations(&conn, &src, &Destinations::parse("carol@example.com").unwrap()).unwrap();
+        set_destinations(
+            &conn,
+            &src,
+            &Destinations::parse("carol@example.com").unwrap(),
+        )
+        .unwrap();
         let got = get(&conn, &src).unwrap();
         assert!(!got.tracking_enabled && !got.active);
         assert_eq!(got.destinations.to_string(), "carol@example.com");
         let all = AliasSource::parse("@example.com").unwrap();
-        add(&conn, &all, &Destinations::parse("alice@example.com").unwrap(), false).unwrap();
+        add(
+            &conn,
+            &all,
+            &Destinations::parse("alice@example.com").unwrap(),
+            false,
+        )
+        .unwrap();
         assert_eq!(list(&conn).unwrap().len(), 2);
         remove(&conn, &src).unwrap();
         assert_eq!(list(&conn).unwrap().len(), 1);
@@ -154,17 +197,42 @@ mod tests {
     fn conflicts() {
         let (_dir, conn) = testutil::conn();
         domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
-        accounts::add(&conn, &Address::parse("alice@example.com").unwrap(), "pw", 0, "").unwrap();
+        accounts::add(
+            &conn,
+            &Address::parse("alice@example.com").unwrap(),
+            "pw",
+            0,
+            "",
+        )
+        .unwrap();
         let dst = Destinations::parse("x@y.example").unwrap();
         assert!(matches!(
-            add(&conn, &AliasSource::parse("alice@example.com").unwrap(), &dst, false),
+            add(
+                &conn,
+                &AliasSource::parse("alice@example.com").unwrap(),
+                &dst,
+                false
+            ),
             Err(StoreError::Conflict(_))
         ));
         assert!(matches!(
-            add(&conn, &AliasSource::parse("a@other.example").unwrap(), &dst, false),
+            add(
+                &conn,
+                &AliasSource::parse("a@other.example").unwrap(),
+                &dst,
+                false
+            ),
             Err(StoreError::UnknownDomain { .. })
         ));
         let loop_ = AliasSource::parse("l@example.com").unwrap();
-        assert!(add(&conn, &loop_, &Destinations::parse("l@example.com").unwrap(), false).is_err());
+        assert!(
+            add(
+                &conn,
+                &loop_,
+                &Destinations::parse("l@example.com").unwrap(),
+                false
+            )
+            .is_err()
+        );
     }
 }

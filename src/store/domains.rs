@@ -28,10 +28,26 @@ const COLUMNS: &str =
     "id, domain, active, dkim_selector, dkim_private_key, dkim_public_key, created_at";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
-type RawRow = (i64, String, bool, Option<String>, Option<String>, Option<String>, String);
+type RawRow = (
+    i64,
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
 
 fn build(raw: RawRow) -> Result<DomainRecord, StoreError> {
     let (id, domain, active, sel, private, public, created_at) = raw;
@@ -86,7 +102,12 @@ pub fn add(conn: &Connection, domain: &Domain) -> Result<DomainRecord, StoreErro
     let inserted = conn.execute(
         "INSERT INTO domains (domain, dkim_selector, dkim_private_key, dkim_public_key)
          VALUES (?1, ?2, ?3, ?4)",
-        (domain.as_str(), selector.as_str(), &key.private_pem, &key.public_b64),
+        (
+            domain.as_str(),
+            selector.as_str(),
+            &key.private_pem,
+            &key.public_b64,
+        ),
     );
     match inserted {
         Err(e) if crate::db::is_unique_violation(&e) => Err(StoreError::Exists {
@@ -107,7 +128,12 @@ pub fn rotate_dkim(conn: &Connection, domain: &Domain) -> Result<Selector, Store
     conn.execute(
         "UPDATE domains SET dkim_selector = ?2, dkim_private_key = ?3, dkim_public_key = ?4,
                 updated_at = datetime('now') WHERE id = ?1",
-        (current.id, selector.as_str(), &key.private_pem, &key.public_b64),
+        (
+            current.id,
+            selector.as_str(),
+            &key.private_pem,
+            &key.public_b64,
+        ),
     )?;
     Ok(selector)
 }

@@ -73,7 +73,10 @@ impl Snapshot {
 }
 
 /// The id of a managed domain, or `UnknownDomain`.
-pub(crate) fn domain_id(conn: &Connection, domain: &crate::names::Domain) -> Result<i64, StoreError> {
+pub(crate) fn domain_id(
+    conn: &Connection,
+    domain: &crate::names::Domain,
+) -> Result<i64, StoreError> {
     use rusqlite::OptionalExtension as _;
     conn.query_row(
         "SELECT id FROM domains WHERE domain = ?1",

@@ -16,7 +16,8 @@ use mailserver::settings::{ListenAddress, Paths, Settings};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn data_dir() -> Result<PathBuf> {
-    let mut data = std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
+    let mut data =
+        std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
