@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian bookworm machine (as root): the mail daemons
+# (the same packages the image installs), client tools, the vmail user, and a Python venv with
+# pytest, dkimpy (independent DKIM verifier) and aiosmtpd (capture server). Idempotent and quick when
+# everything is already there.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+PACKAGES=(
+  # runtime: keep in step with the Dockerfile
+  postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sqlite
+  opendkim supervisor ca-certificates bc
+  # test tools
+  opendkim-tools swaks libnet-ssleay-perl sqlite3 python3-venv
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}"
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  echo "postfix postfix/mailname string localhost" | debconf-set-selections
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+id vmail >/dev/null 2>&1 || useradd --system --uid 5000 --user-group --home-dir /nonexistent \
+  --no-create-home --shell /usr/sbin/nologin vmail 2>/dev/null
+
+if [ ! -x "$ROOT/.venv/bin/pytest" ]; then
+  python3 -m venv "$ROOT/.venv"
+  "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check pytest==9.2.0 dkimpy==1.1.8 aiosmtpd==1.4.6
+fi

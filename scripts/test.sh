@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# THE test command (README): installs what it needs, builds, and runs every test:
+#   1. Rust unit tests and the CLI integration tests (cargo test --workspace)
+#   2. the end-to-end tests against the real daemons on loopback (pytest tests/e2e)
+# Test logs of the stacks are kept under test-output/.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh must run as root (it installs packages and runs the mail daemons)" >&2
+  exit 1
+fi
+scripts/install-deps.sh
+command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 1; }
+
+echo "== build (release binaries for the stack)"
+cargo build --release --workspace --locked
+
+echo "== cargo test"
+cargo test --workspace --locked
+
+echo "== end-to-end tests against the real daemons"
+.venv/bin/python -m pytest -q tests/e2e
