@@ -26,8 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-id vmail >/dev/null 2>&1 || useradd --system --uid 5000 --user-group --home-dir /nonexistent \
-  --no-create-home --shell /usr/sbin/nologin vmail 2>/dev/null
+# The same ids as in the Dockerfile.
+getent group vmail >/dev/null || groupadd --system --gid 5000 vmail
+id vmail >/dev/null 2>&1 || useradd --system --uid 5000 --gid vmail --home-dir /nonexistent \
+  --no-create-home --shell /usr/sbin/nologin vmail
 
 if [ ! -x "$ROOT/.venv/bin/pytest" ]; then
   python3 -m venv "$ROOT/.venv"
