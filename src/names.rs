@@ -165,6 +165,10 @@ impl Address {
     pub fn parse(input: &str) -> Result<Self, NameError> {
         const WHAT: &str = "address";
         check_len(WHAT, input, 254)?;
+        // Report a line break or other control character as such, before splitting at '@'.
+        if let Some(found) = input.chars().find(|c| c.is_control() || c.is_whitespace()) {
+            return Err(NameError::BadChar { what: WHAT, found });
+        }
         let Some((local, domain)) = input.rsplit_once('@') else {
             return Err(NameError::Malformed {
                 what: WHAT,

@@ -293,7 +293,7 @@ fn public_b64(private_pem: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(der.as_bytes())
 }
 
-/// Checks `dns DOMAIN` against the key file of `selector` and returns nothing on success.
+/// Checks `dns DOMAIN`: four records, the DKIM one carrying the public half of `selector`'s key file.
 #[track_caller]
 fn check_dns(dir: &Path, domain: &str, selector: &str) {
     let out = ms_ok(dir, &["dns", domain], None);
@@ -309,14 +309,20 @@ fn check_dns(dir: &Path, domain: &str, selector: &str) {
         [
             (format!("{domain}."), "MX".to_string()),
             (format!("{domain}."), "TXT".to_string()),
-            (format!("{selector}._domainkey.{domain}."), "TXT".to_string()),
+            (
+                format!("{selector}._domainkey.{domain}."),
+                "TXT".to_string()
+            ),
             (format!("_dmarc.{domain}."), "TXT".to_string()),
         ]
     );
     assert_eq!(lines[0][4], "10 mx.example.test.");
     assert_eq!(txt_strings(lines[1][4]), ["v=spf1 mx -all"]);
     let dkim = txt_strings(lines[2][4]);
-    assert!(dkim.len() >= 2, "a 2048-bit key needs two strings: {dkim:?}");
+    assert!(
+        dkim.len() >= 2,
+        "a 2048-bit key needs two strings: {dkim:?}"
+    );
     for s in &dkim {
         assert!(s.len() <= 255, "TXT string of {} characters", s.len());
     }
@@ -466,7 +472,10 @@ fn domains_accounts_aliases_end_to_end() {
             d,
             "SELECT source, destination FROM aliases ORDER BY 1"
         )),
-        [["sales@example.test", "alice@example.test,ext@outside.example"]]
+        [[
+            "sales@example.test",
+            "alice@example.test,ext@outside.example"
+        ]]
     );
     let logins = "SELECT address, login FROM sender_logins ORDER BY 1, 2";
     assert_eq!(
@@ -487,10 +496,7 @@ fn domains_accounts_aliases_end_to_end() {
         "alice@example.test\tdisabled\t5\t\n"
     );
     ms_ok(d, &["account", "enable", "alice@example.test"], None);
-    assert_eq!(
-        strings(&maps_query(d, emails)),
-        [["alice@example.test"]]
-    );
+    assert_eq!(strings(&maps_query(d, emails)), [["alice@example.test"]]);
     assert_eq!(maps_query(d, logins).len(), 2);
 
     // Rotate the DKIM key.
@@ -550,10 +556,21 @@ fn bad_input_is_refused_and_changes_nothing() {
         Some("pw\n"),
     );
 
+    let start = state(d);
+    assert!(
+        start.files.keys().any(|p| p.ends_with("postfix/main.cf"))
+            && start.files.keys().any(|p| p.ends_with("mail.private"))
+            && start.maps["mailboxes"].len() == 1,
+        "the snapshot does not see the data it should guard"
+    );
+
     let pw = Some("pw\n");
     let cases: &[(&[&str], Option<&str>)] = &[
         (&["domain", "add", "exa mple.test"], None),
-        (&["domain", "add", "example.test\nmydestination = evil"], None),
+        (
+            &["domain", "add", "example.test\nmydestination = evil"],
+            None,
+        ),
         (&["domain", "add", "ex:ample.test"], None),
         (&["domain", "add", "a,b.test"], None),
         (&["domain", "add", "%x.test"], None),
@@ -561,17 +578,57 @@ fn bad_input_is_refused_and_changes_nothing() {
         (&["domain", "add", "'; DROP TABLE domains; --"], None),
         (&["domain", "add", "example.test"], None),
         (&["domain", "add", "EXAMPLE.test"], None),
-        (&["account", "add", "bad user@example.test", "--password-stdin"], pw),
-        (&["account", "add", "a:b@example.test", "--password-stdin"], pw),
-        (&["account", "add", "a,b@example.test", "--password-stdin"], pw),
-        (&["account", "add", "alice@example.test\r\nX", "--password-stdin"], pw),
-        (&["account", "add", "bob@nowhere.test", "--password-stdin"], pw),
-        (&["account", "add", "alice@example.test", "--password-stdin"], pw),
-        (&["account", "add", "carol@example.test", "--password-stdin"], Some("\n")),
-        (&["account", "add", "carol@example.test", "--password-stdin"], Some("")),
+        (
+            &[
+                "account",
+                "add",
+                "bad user@example.test",
+                "--password-stdin",
+            ],
+            pw,
+        ),
+        (
+            &["account", "add", "a:b@example.test", "--password-stdin"],
+            pw,
+        ),
+        (
+            &["account", "add", "a,b@example.test", "--password-stdin"],
+            pw,
+        ),
+        (
+            &[
+                "account",
+                "add",
+                "alice@example.test\r\nX",
+                "--password-stdin",
+            ],
+            pw,
+        ),
+        (
+            &["account", "add", "bob@nowhere.test", "--password-stdin"],
+            pw,
+        ),
+        (
+            &["account", "add", "alice@example.test", "--password-stdin"],
+            pw,
+        ),
+        (
+            &["account", "add", "carol@example.test", "--password-stdin"],
+            Some("\n"),
+        ),
+        (
+            &["account", "add", "carol@example.test", "--password-stdin"],
+            Some(""),
+        ),
         (&["account", "add", "carol@example.test"], pw),
-        (&["alias", "add", "info@example.test", "x@y.test\nz@w.test"], None),
-        (&["alias", "add", "info@nowhere.test", "alice@example.test"], None),
+        (
+            &["alias", "add", "info@example.test", "x@y.test\nz@w.test"],
+            None,
+        ),
+        (
+            &["alias", "add", "info@nowhere.test", "alice@example.test"],
+            None,
+        ),
         (&["alias", "add", "alice@example.test", "x@y.test"], None),
     ];
     for (args, stdin) in cases {
@@ -597,7 +654,11 @@ fn commands_before_init_ask_for_init() {
     for args in cases {
         let stderr = fails(args, ms(d, args, None));
         assert!(stderr.contains("init"), "{args:?}: {stderr}");
-        let left: Vec<_> = fs::read_dir(d).unwrap().flatten().map(|e| e.path()).collect();
+        let left: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         assert!(left.is_empty(), "{args:?} left {left:?}");
     }
 }
@@ -631,7 +692,11 @@ fn admin_reset_password() {
     let again = ms_ok(d, &["admin", "reset-password"], None);
     assert_ne!(again, out, "two resets gave the same password");
 
-    let out = ms_ok(d, &["admin", "reset-password", "--password-stdin"], Some("n3w\n"));
+    let out = ms_ok(
+        d,
+        &["admin", "reset-password", "--password-stdin"],
+        Some("n3w\n"),
+    );
     assert_eq!(out, "", "nothing to print when the password was given");
     assert!(mailserver::password::verify("n3w", &admin_hash(d)));
     let args = ["admin", "reset-password", "--password-stdin"];

@@ -219,3 +219,17 @@ def test_two_stacks_run_side_by_side(stack, tmp_path_factory):
     finally:
         stack_down(other_dir)
         subprocess.run(["rm", "-rf", other_dir])
+
+
+def test_catch_all_takes_unknown_addresses_only(stack):
+    stack.cli("alias", "add", "@example.test", "alice@example.test")
+    try:
+        unknown, known = tag("catchall"), tag("not-swallowed")
+        inbound(stack, message("x@outside.test", "nobody-here@example.test", unknown))
+        inbound(stack, message("x@outside.test", "bob@example.test", known))
+        imap_fetch(stack, "alice@example.test", "alice-pw", unknown)
+        imap_fetch(stack, "bob@example.test", "bob-pw", known)
+        assert known not in imap_subjects(stack, "alice@example.test", "alice-pw")
+    finally:
+        stack.cli("alias", "remove", "@example.test")
+    assert rcpt_code(stack, "nobody-here@example.test") == 550
