@@ -1,71 +1,72 @@
-//! `mailserver-milter`: the tracking milter on Postfix's `smtpd_milters`, ahead of OpenDKIM.
+//! `mailserver-milter`: the tracking milter daemon, and `inject` for offline rewriting.
 //!
-//! This is the daemon's skeleton: it listens on a unix socket (default `$DATA_DIR/run/milter/milter.sock`,
-//! the path the rendered main.cf names), accepts every message unchanged, logs with tracing, and stops
-//! cleanly on SIGTERM or SIGINT. The tracking rewrite lands with its own issue.
+//! ```text
+//! mailserver-milter [--data DIR] [--socket unix:PATH|inet:HOST:PORT] [--max-body BYTES]
+//! mailserver-milter inject --base-url URL [--id ID] < in.eml > out.eml
+//! ```
+//! The daemon listens on `$DATA_DIR/run/milter/milter.sock` by default (the path the rendered main.cf
+//! names) and stops cleanly on SIGTERM or SIGINT. `inject` runs the same rewrite with no database and
+//! no policy; with nothing to do it writes the input unchanged and exits 0.
 
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
-use indymilter::{Callbacks, Config, Status};
-use tokio::net::UnixListener;
+use anyhow::{Context as _, Result, bail};
+use mailserver_milter::listener::{ListenAddr, LowLatencyTcpListener};
+use mailserver_milter::rewrite::{self, Outcome, PixelUrl};
+use mailserver_milter::session::{self, Limits};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
-struct Args {
-    data: PathBuf,
-    socket: Option<PathBuf>,
+const USAGE: &str = "usage:
+  mailserver-milter [--data DIR] [--socket unix:PATH|inet:HOST:PORT] [--max-body BYTES]
+  mailserver-milter inject --base-url URL [--id ID] < in.eml > out.eml";
+
+fn value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String> {
+    args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))
 }
 
-fn parse_args() -> Result<Args> {
-    let mut data =
-        std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("inject") {
+        args.next();
+        return inject(args);
+    }
+    let mut data = std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
     let mut socket = None;
-    let mut args = std::env::args().skip(1);
+    let mut limits = Limits::default();
+    if let Ok(v) = std::env::var("MILTER_MAX_BODY") {
+        limits.max_body = v.parse().context("MILTER_MAX_BODY must be a number of bytes")?;
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--data" => data = PathBuf::from(args.next().context("--data needs a directory")?),
+            "--data" => data = PathBuf::from(value(&mut args, "--data")?),
             "--socket" => {
-                socket = Some(PathBuf::from(args.next().context("--socket needs a path")?))
+                socket = Some(value(&mut args, "--socket")?.parse::<ListenAddr>().map_err(anyhow::Error::msg)?)
             }
+            "--max-body" => limits.max_body = value(&mut args, "--max-body")?.parse().context("--max-body")?,
             "-h" | "--help" => {
-                println!("usage: mailserver-milter [--data DIR] [--socket PATH]");
-                std::process::exit(0);
+                println!("{USAGE}");
+                return Ok(());
             }
-            other => anyhow::bail!("unknown argument {other:?} (try --help)"),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    Ok(Args { data, socket })
-}
-
-#[tokio::main]
-async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let args = parse_args()?;
-    let socket = args.socket.unwrap_or_else(|| {
-        mailserver::settings::Paths::new(&args.data)
-            .run_dir()
-            .join("milter/milter.sock")
-    });
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("could not create {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket)
-        .with_context(|| format!("could not bind {}", socket.display()))?;
-    // Postfix connects as its own unprivileged user.
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-        .with_context(|| format!("could not chmod {}", socket.display()))?;
-    tracing::info!(socket = %socket.display(), "mailserver-milter listening");
+    let paths = mailserver::settings::Paths::new(&data);
+    let socket = socket.unwrap_or_else(|| ListenAddr::Unix(paths.run_dir().join("milter/milter.sock")));
+    tokio::runtime::Runtime::new()?.block_on(serve(socket, paths.db(), limits))
+}
 
-    let callbacks: Callbacks<()> =
-        Callbacks::new().on_connect(|_, _, _| Box::pin(async { Status::Accept }));
+async fn serve(addr: ListenAddr, db: PathBuf, limits: Limits) -> Result<()> {
+    let milter = session::Milter::new(db, limits);
+    let callbacks = session::callbacks(milter);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let shutdown = async move {
@@ -75,10 +76,60 @@ async fn main() -> Result<()> {
         }
         tracing::info!("shutting down");
     };
-    indymilter::run(listener, callbacks, Config::default(), shutdown)
-        .await
-        .context("milter failed")?;
-    let _ = std::fs::remove_file(&socket);
+    match &addr {
+        ListenAddr::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+            }
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path).with_context(|| format!("could not bind {}", path.display()))?;
+            // Postfix connects as its own unprivileged user.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+                .with_context(|| format!("could not chmod {}", path.display()))?;
+            tracing::info!(socket = %path.display(), "mailserver-milter listening");
+            indymilter::run(listener, callbacks, session::config(), shutdown).await?;
+            let _ = std::fs::remove_file(path);
+        }
+        ListenAddr::Inet(sa) => {
+            let listener = TcpListener::bind(sa).await.with_context(|| format!("could not bind {sa}"))?;
+            tracing::info!(address = %sa, "mailserver-milter listening (TCP_NODELAY, TCP_QUICKACK)");
+            indymilter::run(LowLatencyTcpListener(listener), callbacks, session::config(), shutdown).await?;
+        }
+    }
     tracing::info!("stopped");
+    Ok(())
+}
+
+fn inject(mut args: impl Iterator<Item = String>) -> Result<()> {
+    let mut base = None;
+    let mut id = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--base-url" => base = Some(value(&mut args, "--base-url")?),
+            "--id" => id = Some(value(&mut args, "--id")?),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let base = base.with_context(|| format!("inject needs --base-url\n{USAGE}"))?;
+    let id = id.unwrap_or_else(mailserver_milter::policy::new_tracking_id);
+    let pixel = PixelUrl::parse(&format!("{}/pixel?id={id}", base.trim_end_matches('/')))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut input = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut input).context("could not read standard input")?;
+    let result = rewrite::inject_message(&input, &pixel);
+    let mut out = std::io::stdout().lock();
+    match result {
+        Ok(Outcome::Rewritten(output)) => out.write_all(&output)?,
+        Ok(Outcome::Unchanged(why)) => {
+            eprintln!("mailserver-milter inject: left unchanged: {why:?}");
+            out.write_all(&input)?;
+        }
+        Err(e) => {
+            out.write_all(&input)?;
+            out.flush()?;
+            bail!("left unchanged: {e}");
+        }
+    }
+    out.flush()?;
     Ok(())
 }

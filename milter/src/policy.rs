@@ -1,0 +1,169 @@
+//! Which mail is tracked, and where tracked messages are recorded (the main SQLite database).
+//!
+//! Every call here is blocking; the milter runs them on tokio's blocking pool with a deadline, and
+//! any error means "do not track" (the message passes through unchanged).
+
+use std::path::Path;
+
+use mailserver::db::{self, DbError, Pool};
+use mailserver::names::Address;
+use rusqlite::OptionalExtension as _;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database pool error: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error(transparent)]
+    Settings(#[from] mailserver::settings::SettingsError),
+}
+
+/// A tracked alias the sender matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedAlias {
+    pub id: i64,
+}
+
+/// What is stored for a message that really got a pixel.
+#[derive(Debug, Clone)]
+pub struct TrackedMessage {
+    pub tracking_id: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub alias_id: i64,
+}
+
+#[derive(Clone)]
+pub struct Policy {
+    pool: Pool,
+}
+
+impl Policy {
+    pub fn open(db_path: &Path) -> Result<Self, PolicyError> {
+        Ok(Self {
+            pool: db::open(db_path, 4)?,
+        })
+    }
+
+    /// The active, tracking-enabled alias `sender` is, on an active domain; `None` for anything else.
+    pub fn tracked_alias(&self, sender: &Address) -> Result<Option<TrackedAlias>, PolicyError> {
+        let conn = self.pool.get()?;
+        Ok(conn
+            .query_row(
+                "SELECT a.id FROM aliases a JOIN domains d ON d.id = a.domain_id
+                 WHERE a.source = ?1 AND a.active = 1 AND a.tracking_enabled = 1 AND d.active = 1",
+                [sender.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .map(|id| TrackedAlias { id }))
+    }
+
+    /// The pixel base URL from the stored settings (`PIXEL_BASE_URL`, default `https://$HOSTNAME`).
+    pub fn pixel_base_url(&self) -> Result<String, PolicyError> {
+        let conn = self.pool.get()?;
+        let settings = mailserver::settings::Settings::load(&conn)?;
+        Ok(settings.pixel_base_url.as_str().to_string())
+    }
+
+    pub fn record(&self, msg: &TrackedMessage) -> Result<(), PolicyError> {
+        let conn = self.pool.get()?;
+        conn.execute(
+            "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            (
+                &msg.tracking_id,
+                &msg.sender,
+                msg.recipients.join(","),
+                &msg.subject,
+                msg.alias_id,
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Undoes [`record`](Self::record) when the body could not be replaced after all.
+    pub fn forget(&self, tracking_id: &str) -> Result<(), PolicyError> {
+        let conn = self.pool.get()?;
+        conn.execute("DELETE FROM tracked_messages WHERE message_id = ?1", [tracking_id])?;
+        Ok(())
+    }
+}
+
+/// A fresh tracking id: 128 random bits, base64url without padding (22 characters).
+pub fn new_tracking_id() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailserver::names::{AliasSource, Destinations, Domain};
+    use mailserver::store;
+
+    fn setup() -> (tempfile::TempDir, Policy) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let policy = Policy::open(&path).unwrap();
+        let conn = policy.pool.get().unwrap();
+        let defaults = [("HOSTNAME".to_string(), "mx.example.com".to_string())].into();
+        mailserver::settings::Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
+        store::domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
+        let dest = Destinations::parse("alice@example.com").unwrap();
+        store::aliases::add(&conn, &AliasSource::parse("sales@example.com").unwrap(), &dest, true).unwrap();
+        store::aliases::add(&conn, &AliasSource::parse("plain@example.com").unwrap(), &dest, false).unwrap();
+        drop(conn);
+        (dir, policy)
+    }
+
+    #[test]
+    fn only_active_tracked_aliases_on_active_domains() {
+        let (_dir, policy) = setup();
+        let sales = Address::parse("sales@example.com").unwrap();
+        assert!(policy.tracked_alias(&sales).unwrap().is_some());
+        assert!(policy.tracked_alias(&Address::parse("plain@example.com").unwrap()).unwrap().is_none());
+        assert!(policy.tracked_alias(&Address::parse("nobody@example.com").unwrap()).unwrap().is_none());
+        let conn = policy.pool.get().unwrap();
+        store::domains::set_active(&conn, &Domain::parse("example.com").unwrap(), false).unwrap();
+        assert!(policy.tracked_alias(&sales).unwrap().is_none());
+        store::domains::set_active(&conn, &Domain::parse("example.com").unwrap(), true).unwrap();
+        store::aliases::set_active(&conn, &AliasSource::parse("sales@example.com").unwrap(), false).unwrap();
+        assert!(policy.tracked_alias(&sales).unwrap().is_none());
+    }
+
+    #[test]
+    fn records_and_forgets() {
+        let (_dir, policy) = setup();
+        let id = new_tracking_id();
+        assert_eq!(id.len(), 22);
+        assert_ne!(id, new_tracking_id());
+        let alias = policy.tracked_alias(&Address::parse("sales@example.com").unwrap()).unwrap().unwrap();
+        let msg = TrackedMessage {
+            tracking_id: id.clone(),
+            sender: "sales@example.com".into(),
+            recipients: vec!["a@x.test".into(), "b@y.test".into()],
+            subject: "Grüße".into(),
+            alias_id: alias.id,
+        };
+        policy.record(&msg).unwrap();
+        let conn = policy.pool.get().unwrap();
+        let (rcpt, subject): (String, String) = conn
+            .query_row("SELECT recipient, subject FROM tracked_messages WHERE message_id = ?1", [&id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((rcpt.as_str(), subject.as_str()), ("a@x.test,b@y.test", "Grüße"));
+        policy.forget(&id).unwrap();
+        let n: i64 = conn.query_row("SELECT count(*) FROM tracked_messages", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(policy.pixel_base_url().unwrap(), "https://mx.example.com");
+    }
+}

@@ -1,0 +1,312 @@
+//! Finds the HTML part to rewrite and the exact byte range of its body.
+//!
+//! mail-parser does the MIME parsing; its offsets are then re-checked against the raw bytes
+//! before we trust them for a splice: the range must start on a fresh line and end right before
+//! the line break of its parent's boundary, no enclosing boundary may occur inside it, every
+//! enclosing multipart must be closed, and our decoding of the range must equal mail-parser's.
+//! A message that fails any check is left alone.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use encoding_rs::Encoding;
+use lol_html::AsciiCompatibleEncoding;
+use mail_parser::decoders::charsets::map::charset_decoder;
+use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
+
+use super::encoding::Cte;
+use super::{InjectError, Skip};
+
+/// RFC 2046 caps boundaries at 70 characters; allow some slack, but not unbounded work.
+const MAX_BOUNDARY: usize = 200;
+
+/// What [`locate`] found.
+pub(super) enum Located<'m> {
+    Part(Target<'m>),
+    Skip(Skip),
+}
+
+/// The part to rewrite.
+pub(super) struct Target<'m> {
+    /// The body bytes of the part in the raw message, without the line break before the next
+    /// boundary (RFC 2046 makes that line break part of the boundary delimiter).
+    pub(super) range: Range<usize>,
+    pub(super) cte: Cte,
+    pub(super) encoding: AsciiCompatibleEncoding,
+    /// Boundaries of the enclosing multiparts, innermost first.
+    pub(super) boundaries: Vec<&'m str>,
+    /// The charset label as written, for the cross-check with mail-parser.
+    charset: Option<&'m str>,
+    /// mail-parser's decoded text of the part.
+    parser_text: &'m str,
+}
+
+/// Picks the first eligible `text/html` part in depth-first order, or says why there is none.
+/// `body_start`, when given, is where the caller knows the top-level body begins.
+pub(super) fn locate<'m>(
+    msg: &'m Message<'_>,
+    raw: &[u8],
+    body_start: Option<usize>,
+) -> Result<Located<'m>, InjectError> {
+    let root = msg
+        .parts
+        .first()
+        .ok_or_else(|| malformed("no MIME structure"))?;
+    let root_body = root.offset_body as usize;
+    if body_start.is_some_and(|start| start != root_body) {
+        return Err(malformed("the header block does not end where it should"));
+    }
+    if root
+        .headers
+        .iter()
+        .any(|h| h.name == HeaderName::DkimSignature)
+    {
+        return Ok(Located::Skip(Skip::HasDkimSignature));
+    }
+    // Attached messages are opaque to us (never modified), so their own signatures stay valid.
+    if msg.parts.iter().any(is_signed_or_encrypted) {
+        return Ok(Located::Skip(Skip::Signed));
+    }
+
+    let mut parent: Vec<Option<usize>> = vec![None; msg.parts.len()];
+    let mut stack = vec![0];
+    let mut skipped = None;
+    while let Some(id) = stack.pop() {
+        let part = msg
+            .parts
+            .get(id)
+            .ok_or_else(|| malformed("dangling part id"))?;
+        if is_attachment(part) {
+            continue;
+        }
+        let (ctype, subtype) = content_type(part);
+        match &part.body {
+            PartType::Multipart(children) => {
+                for &child in children.iter().rev() {
+                    let child = child as usize;
+                    // Children are parsed after their parent: anything else would loop.
+                    let slot = parent
+                        .get_mut(child)
+                        .filter(|_| child > id)
+                        .ok_or_else(|| malformed("inconsistent part tree"))?;
+                    *slot = Some(id);
+                    stack.push(child);
+                }
+            }
+            PartType::Message(_) => {}
+            _ if ctype.eq_ignore_ascii_case("multipart") => {
+                return Err(malformed("multipart without a usable boundary"));
+            }
+            _ if ctype.eq_ignore_ascii_case("text") && subtype.eq_ignore_ascii_case("html") => {
+                match eligible(part) {
+                    Ok((cte, encoding, charset)) => {
+                        let mut boundaries = Vec::new();
+                        let mut up = parent.get(id).copied().flatten();
+                        while let Some(p) = up {
+                            let boundary = msg
+                                .parts
+                                .get(p)
+                                .and_then(|p| p.content_type()?.attribute("boundary"))
+                                .ok_or_else(|| malformed("multipart without a boundary"))?;
+                            boundaries.push(boundary);
+                            up = parent.get(p).copied().flatten();
+                        }
+                        let target = Target {
+                            range: part.offset_body as usize..part.offset_end as usize,
+                            cte,
+                            encoding,
+                            boundaries,
+                            charset,
+                            parser_text: parsed_html(part)?,
+                        };
+                        check_range(raw, &target, root_body)?;
+                        return Ok(Located::Part(target));
+                    }
+                    Err(skip) => {
+                        skipped.get_or_insert(skip);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Located::Skip(skipped.unwrap_or(Skip::NoHtmlPart)))
+}
+
+/// Checks that our decoding of the range is what mail-parser decoded for the part, so the
+/// offsets and both decoders agree on what the part says. Line endings are not compared:
+/// mail-parser normalises them in quoted-printable.
+pub(super) fn check_decoded(target: &Target<'_>, decoded: &[u8]) -> Result<(), InjectError> {
+    let ours = match target.charset.and_then(|c| charset_decoder(c.as_bytes())) {
+        Some(decode) => Cow::Owned(decode(decoded)),
+        None => String::from_utf8_lossy(decoded),
+    };
+    fn without_cr(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes().filter(|&b| b != b'\r')
+    }
+    if without_cr(&ours).eq(without_cr(target.parser_text)) {
+        Ok(())
+    } else {
+        Err(malformed("the part's bytes do not decode as the parsed part"))
+    }
+}
+
+/// Checks that a new part body cannot be mistaken for a boundary delimiter by any parser.
+pub(super) fn check_new_body(target: &Target<'_>, body: &[u8]) -> Result<(), InjectError> {
+    if target
+        .boundaries
+        .iter()
+        .any(|b| find(body, &delimiter(b)).is_some())
+    {
+        return Err(malformed("the rewritten part would contain a boundary"));
+    }
+    Ok(())
+}
+
+fn check_range(raw: &[u8], target: &Target<'_>, root_body: usize) -> Result<(), InjectError> {
+    let Range { start, end } = target.range;
+    let body = raw
+        .get(start..end)
+        .filter(|_| start >= root_body)
+        .ok_or_else(|| malformed("part offsets outside the message"))?;
+    if start > 0 && raw.get(start - 1) != Some(&b'\n') {
+        return Err(malformed("part body does not start on a new line"));
+    }
+    let after = raw.get(end..).unwrap_or_default();
+    let Some(parent_boundary) = target.boundaries.first() else {
+        return if after.is_empty() {
+            Ok(())
+        } else {
+            Err(malformed("single-part body does not end with the message"))
+        };
+    };
+    let next_line = after
+        .strip_prefix(b"\r\n")
+        .or_else(|| after.strip_prefix(b"\n"))
+        .ok_or_else(|| malformed("part body is not followed by a line break"))?;
+    if !next_line.starts_with(&delimiter(parent_boundary)) {
+        return Err(malformed("part body is not followed by its boundary"));
+    }
+    for boundary in &target.boundaries {
+        if boundary.len() > MAX_BOUNDARY {
+            return Err(malformed("boundary too long"));
+        }
+        if find(body, &delimiter(boundary)).is_some() {
+            return Err(malformed("boundary inside the part body"));
+        }
+        let close = [b"\n--", boundary.as_bytes(), b"--"].concat();
+        if find(after, &close).is_none() {
+            return Err(malformed("unterminated multipart"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the part may be rewritten: transfer encoding and charset we can round-trip.
+fn eligible<'m>(
+    part: &'m MessagePart<'_>,
+) -> Result<(Cte, AsciiCompatibleEncoding, Option<&'m str>), Skip> {
+    let cte_value = part.content_transfer_encoding();
+    let cte = Cte::from_header(cte_value).ok_or_else(|| {
+        Skip::UnsupportedTransferEncoding(cte_value.unwrap_or_default().to_owned())
+    })?;
+    let charset = part.content_type().and_then(|ct| ct.attribute("charset"));
+    let encoding = match charset {
+        // RFC 2045 says us-ascii; UTF-8 parses ASCII identically and tolerates 8-bit bytes.
+        None => AsciiCompatibleEncoding::utf_8(),
+        // UTF-16/32, UTF-7, ISO-2022-* and unknown labels end here: lol_html could misparse them.
+        Some(label) => Encoding::for_label_no_replacement(label.trim().as_bytes())
+            .and_then(AsciiCompatibleEncoding::new)
+            .ok_or_else(|| Skip::UnsupportedCharset(label.to_owned()))?,
+    };
+    Ok((cte, encoding, charset))
+}
+
+fn parsed_html<'m>(part: &'m MessagePart<'_>) -> Result<&'m str, InjectError> {
+    match &part.body {
+        PartType::Html(text) if !part.is_encoding_problem => Ok(text),
+        _ => Err(malformed("the html part does not decode cleanly")),
+    }
+}
+
+fn content_type<'m>(part: &'m MessagePart<'_>) -> (&'m str, &'m str) {
+    part.content_type()
+        .map_or(("text", "plain"), |ct| (ct.ctype(), ct.subtype().unwrap_or_default()))
+}
+
+fn is_attachment(part: &MessagePart<'_>) -> bool {
+    part.content_disposition()
+        .is_some_and(|d| d.is_attachment())
+}
+
+fn is_signed_or_encrypted(part: &MessagePart<'_>) -> bool {
+    let (ctype, subtype) = content_type(part);
+    let is = |t: &str, s: &str| ctype.eq_ignore_ascii_case(t) && subtype.eq_ignore_ascii_case(s);
+    is("multipart", "signed")
+        || is("multipart", "encrypted")
+        || is("application", "pkcs7-mime")
+        || is("application", "x-pkcs7-mime")
+}
+
+fn delimiter(boundary: &str) -> Vec<u8> {
+    [b"--", boundary.as_bytes()].concat()
+}
+
+fn malformed(why: &str) -> InjectError {
+    InjectError::Malformed(why.to_owned())
+}
+
+/// Knuth-Morris-Pratt: linear time, so a hostile message cannot make the checks quadratic.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    // fail[i]: length of the longest proper border of needle[..=i].
+    let mut fail = vec![0usize; needle.len()];
+    let mut k = 0;
+    for (i, &b) in needle.iter().enumerate().skip(1) {
+        while k > 0 && needle.get(k) != Some(&b) {
+            k = fail.get(k - 1).copied().unwrap_or(0);
+        }
+        if needle.get(k) == Some(&b) {
+            k += 1;
+        }
+        if let Some(slot) = fail.get_mut(i) {
+            *slot = k;
+        }
+    }
+    let mut k = 0;
+    for (i, &b) in haystack.iter().enumerate() {
+        while k > 0 && needle.get(k) != Some(&b) {
+            k = fail.get(k - 1).copied().unwrap_or(0);
+        }
+        if needle.get(k) == Some(&b) {
+            k += 1;
+        }
+        if k == needle.len() {
+            return Some(i + 1 - k);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_matches_naive_search() {
+        for (hay, needle) in [
+            ("", "--b"),
+            ("--b", "--b"),
+            ("x---b", "--b"),
+            ("aaaaab", "aab"),
+            ("abababc", "ababc"),
+            ("abc", "abcd"),
+            ("--=_b1--=_b", "--=_b2"),
+        ] {
+            let naive = hay.as_bytes().windows(needle.len()).position(|w| w == needle.as_bytes());
+            assert_eq!(find(hay.as_bytes(), needle.as_bytes()), naive, "{hay:?} {needle:?}");
+        }
+    }
+}

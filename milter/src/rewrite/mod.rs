@@ -1,0 +1,218 @@
+//! The tracking rewrite: adds a 1x1 pixel to the main HTML part of a message.
+//!
+//! Pure and synchronous: bytes in, bytes out, no I/O, nothing about milters. The milter calls it
+//! at end-of-message and passes the message through unchanged on anything but
+//! [`Outcome::Rewritten`].
+//!
+//! The message is never re-serialized. [`mime`] finds the first eligible `text/html` part and the
+//! exact byte range of its body; [`encoding`] decodes that body, [`html`] inserts the pixel, and
+//! the part is encoded again the same way and spliced back in. Every other byte stays identical,
+//! which is what keeps other parts, attachments and the structure safe.
+
+mod encoding;
+mod html;
+mod mime;
+
+use std::fmt;
+
+use mail_parser::MessageParser;
+
+use self::encoding::{Cte, Eol};
+use self::mime::Located;
+
+/// Largest body (or whole message) we rewrite; bigger ones are passed through.
+pub const MAX_SIZE: usize = 64 * 1024 * 1024;
+
+/// Largest top-level header block accepted by [`inject_body`] (Postfix's default is 100 kB).
+const MAX_HEADERS: usize = 1024 * 1024;
+
+/// RFC 5322 line limit (998 octets without the line ending): the pixel line must fit in it.
+const MAX_LINE: usize = 998;
+
+/// The pixel to insert: an absolute http(s) URL, validated (no quotes, `<`, `>`, whitespace,
+/// control or non-ASCII characters), short enough that its `<img>` line stays within 998 octets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PixelUrl(String);
+
+impl PixelUrl {
+    pub fn parse(s: &str) -> Result<Self, InjectError> {
+        let bad = |why: &str| Err(InjectError::BadUrl(why.to_owned()));
+        let scheme_len = ["https://", "http://"]
+            .iter()
+            .find(|scheme| {
+                s.get(..scheme.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+            })
+            .map(|scheme| scheme.len());
+        let Some(rest) = scheme_len.and_then(|n| s.get(n..)) else {
+            return bad("not an http:// or https:// URL");
+        };
+        if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
+            return bad("no host");
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|&c| !c.is_ascii_graphic() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\'))
+        {
+            return Err(InjectError::BadUrl(format!("contains {c:?}")));
+        }
+        let url = PixelUrl(s.to_owned());
+        if url.img_tag().len() > MAX_LINE {
+            return bad("too long");
+        }
+        Ok(url)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The tag that is inserted. Only `&` needs escaping: everything else that could break out of
+    /// the attribute was refused by [`PixelUrl::parse`].
+    fn img_tag(&self) -> String {
+        format!(
+            "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none;border:0;width:1px;height:1px\">",
+            self.0.replace('&', "&amp;")
+        )
+    }
+}
+
+impl fmt::Display for PixelUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for PixelUrl {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a message could not be rewritten. The caller passes such messages through unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("invalid pixel URL: {0}")]
+    BadUrl(String),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("bad transfer encoding: {0}")]
+    Encoding(String),
+    #[error("HTML rewrite failed: {0}")]
+    Html(String),
+    #[error("message larger than {} MiB", MAX_SIZE / 1024 / 1024)]
+    TooLarge,
+}
+
+/// The result of a rewrite that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new body ([`inject_body`]) or message ([`inject_message`]).
+    Rewritten(Vec<u8>),
+    /// Left alone on purpose; the reason is for logging.
+    Unchanged(Skip),
+}
+
+/// Why a message was left alone on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// No `text/html` part outside attachments and attached messages.
+    NoHtmlPart,
+    /// A `multipart/signed`, `multipart/encrypted` or S/MIME part: any change would break it.
+    Signed,
+    /// Already DKIM-signed upstream: any change would break the signature.
+    HasDkimSignature,
+    /// The only HTML parts use a charset lol_html cannot parse safely (UTF-16, ISO-2022-JP...).
+    UnsupportedCharset(String),
+    /// The only HTML parts use a transfer encoding we cannot re-encode (e.g. x-uuencode).
+    UnsupportedTransferEncoding(String),
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Skip::NoHtmlPart => f.write_str("no HTML part"),
+            Skip::Signed => f.write_str("signed or encrypted"),
+            Skip::HasDkimSignature => f.write_str("already DKIM-signed"),
+            Skip::UnsupportedCharset(c) => write!(f, "unsupported charset {c:?}"),
+            Skip::UnsupportedTransferEncoding(e) => {
+                write!(f, "unsupported transfer encoding {e:?}")
+            }
+        }
+    }
+}
+
+/// Rewrites a message BODY given its top-level header block (raw `Name: value` lines, without the
+/// blank separator line; folded continuation lines allowed; LF or CRLF). Returns the new body,
+/// with the line ending the body uses.
+pub fn inject_body(headers: &[u8], body: &[u8], pixel: &PixelUrl) -> Result<Outcome, InjectError> {
+    if body.len() > MAX_SIZE || headers.len() > MAX_HEADERS {
+        return Err(InjectError::TooLarge);
+    }
+    let eol = Eol::detect(body)
+        .or_else(|| Eol::detect(headers))
+        .unwrap_or(Eol::Crlf)
+        .as_str()
+        .as_bytes();
+    let mut raw = Vec::with_capacity(headers.len() + body.len() + 4);
+    raw.extend_from_slice(headers);
+    if !headers.is_empty() && !headers.ends_with(b"\n") {
+        raw.extend_from_slice(eol);
+    }
+    raw.extend_from_slice(eol);
+    let body_start = raw.len();
+    raw.extend_from_slice(body);
+    Ok(match rewrite(&raw, Some(body_start), pixel)? {
+        Outcome::Rewritten(message) => Outcome::Rewritten(
+            message
+                .get(body_start..)
+                .ok_or_else(|| InjectError::Malformed("rewritten message lost its body".into()))?
+                .to_vec(),
+        ),
+        unchanged => unchanged,
+    })
+}
+
+/// The same as [`inject_body`] for a whole message (headers, blank line, body); returns the
+/// whole new message.
+pub fn inject_message(raw: &[u8], pixel: &PixelUrl) -> Result<Outcome, InjectError> {
+    if raw.len() > MAX_SIZE {
+        return Err(InjectError::TooLarge);
+    }
+    rewrite(raw, None, pixel)
+}
+
+fn rewrite(raw: &[u8], body_start: Option<usize>, pixel: &PixelUrl) -> Result<Outcome, InjectError> {
+    let msg = MessageParser::default()
+        .parse(raw)
+        .ok_or_else(|| InjectError::Malformed("no header block".into()))?;
+    let target = match mime::locate(&msg, raw, body_start)? {
+        Located::Part(target) => target,
+        Located::Skip(skip) => return Ok(Outcome::Unchanged(skip)),
+    };
+    let outside = || InjectError::Malformed("part offsets outside the message".into());
+    let (before, rest) = raw.split_at_checked(target.range.start).ok_or_else(outside)?;
+    let (encoded, after) = rest
+        .split_at_checked(target.range.len())
+        .ok_or_else(outside)?;
+
+    let decoded = target.cte.decode(encoded)?;
+    mime::check_decoded(&target, &decoded)?;
+    let part_eol = Eol::detect(encoded)
+        .or_else(|| Eol::detect(raw))
+        .unwrap_or(Eol::Crlf);
+    let html_eol = match target.cte {
+        Cte::Identity => part_eol,
+        // Decoded QP hard breaks are CRLF; a lone LF would be encoded as =0A, not as a line.
+        Cte::QuotedPrintable => Eol::Crlf,
+        Cte::Base64 => Eol::detect(&decoded).unwrap_or(part_eol),
+    };
+    let html = html::insert_pixel(&decoded, target.encoding, &pixel.img_tag(), html_eol)?;
+    let new_body = target.cte.encode(&html, encoded, part_eol);
+    mime::check_new_body(&target, &new_body)?;
+
+    Ok(Outcome::Rewritten([before, &new_body, after].concat()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,328 @@
+//! The milter callbacks: decide at MAIL FROM, buffer the body (bounded), rewrite at end of message.
+//!
+//! Tracked mail is mail whose envelope sender is an active alias with tracking enabled, on an active
+//! domain, that was submitted by an authenticated user (`{auth_authen}`) or locally (non-SMTP). For
+//! everything else the milter answers ACCEPT at MAIL FROM, so Postfix sends it nothing more and the
+//! body is never buffered. Every failure (database, timeout, broken MIME, a panic in the rewrite, a
+//! result too large) also ends in ACCEPT with the message unchanged, and is logged.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use indymilter::{Callbacks, Context, ContextActions as _, EomContext, Status};
+use mailserver::names::Address;
+
+use crate::policy::{self, Policy, TrackedMessage};
+use crate::rewrite::{self, Outcome, PixelUrl};
+
+/// Tunables, with their defaults.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bodies larger than this pass through untracked, without being buffered (default 25 MiB).
+    pub max_body: usize,
+    /// Postfix's `message_size_limit`: a rewritten message must stay below it.
+    pub message_size_limit: usize,
+    /// Deadline for each database call (default 2 s).
+    pub db_timeout: Duration,
+    /// Deadline for the rewrite of one message (default 10 s).
+    pub rewrite_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: 25 * 1024 * 1024,
+            message_size_limit: mailserver::render::MESSAGE_SIZE_LIMIT as usize,
+            db_timeout: Duration::from_secs(2),
+            rewrite_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared by all connections.
+pub struct Milter {
+    db_path: PathBuf,
+    policy: Mutex<Option<Policy>>,
+    limits: Limits,
+}
+
+impl Milter {
+    pub fn new(db_path: PathBuf, limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            db_path,
+            policy: Mutex::new(None),
+            limits,
+        })
+    }
+
+    /// The policy, opening the database on first use (and again after a failure).
+    fn policy(&self) -> Result<Policy, policy::PolicyError> {
+        let mut guard = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = guard.as_ref() {
+            return Ok(p.clone());
+        }
+        if !self.db_path.exists() {
+            return Err(policy::PolicyError::Db(mailserver::db::DbError::Sqlite(
+                rusqlite::Error::InvalidPath(self.db_path.clone()),
+            )));
+        }
+        let p = Policy::open(&self.db_path)?;
+        *guard = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Runs a blocking database call on the blocking pool, with the database deadline.
+    async fn db<R: Send + 'static>(
+        self: &Arc<Self>,
+        what: &'static str,
+        f: impl FnOnce(Policy) -> Result<R, policy::PolicyError> + Send + 'static,
+    ) -> Option<R> {
+        let this = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || this.policy().and_then(f));
+        match tokio::time::timeout(self.limits.db_timeout, task).await {
+            Ok(Ok(Ok(r))) => Some(r),
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "{what} failed; not tracking");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "{what} panicked; not tracking");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("{what} timed out; not tracking");
+                None
+            }
+        }
+    }
+}
+
+/// Per-message state, only for messages that are candidates for tracking.
+#[derive(Debug, Default)]
+pub struct Message {
+    sender: String,
+    alias_id: i64,
+    base_url: String,
+    recipients: Vec<String>,
+    headers: Vec<u8>,
+    body: Vec<u8>,
+    queue_id: String,
+}
+
+fn strip_angle(arg: &CString) -> String {
+    let s = String::from_utf8_lossy(arg.as_bytes());
+    s.trim().trim_start_matches('<').trim_end_matches('>').to_string()
+}
+
+fn macro_value(cx: &Context<Message>, name: &str) -> Option<String> {
+    let name = CString::new(name).ok()?;
+    cx.macros
+        .get(&name)
+        .map(|v| String::from_utf8_lossy(v.to_bytes()).into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// True when the message was submitted by one of our users: SASL-authenticated, or submitted locally,
+/// i.e. non-SMTP mail (`sendmail`, which Postfix presents with no client address) or SMTP from this
+/// host itself (127.0.0.1 or ::1: exactly the `mynetworks` Postfix trusts to relay).
+fn submitted_by_a_user(cx: &Context<Message>) -> bool {
+    if macro_value(cx, "{auth_authen}").is_some() {
+        return true;
+    }
+    match macro_value(cx, "{client_addr}") {
+        None => true,
+        Some(addr) => addr == "127.0.0.1" || addr == "::1" || addr == "IPv6:::1",
+    }
+}
+
+async fn on_mail(milter: Arc<Milter>, cx: &mut Context<Message>, args: Vec<CString>) -> Status {
+    cx.data = None;
+    let Some(sender) = args.first().map(strip_angle) else {
+        return Status::Accept;
+    };
+    tracing::debug!(
+        sender,
+        auth = ?macro_value(cx, "{auth_authen}"),
+        client = ?macro_value(cx, "{client_addr}"),
+        daemon = ?macro_value(cx, "{daemon_name}"),
+        "MAIL FROM"
+    );
+    if !submitted_by_a_user(cx) {
+        return Status::Accept; // Mail from the internet is never touched, whatever its sender says.
+    }
+    let Ok(address) = Address::parse(&sender) else {
+        return Status::Accept;
+    };
+    let looked_up = milter
+        .db("tracking lookup", move |p| {
+            Ok(match p.tracked_alias(&address)? {
+                Some(alias) => Some((alias.id, p.pixel_base_url()?)),
+                None => None,
+            })
+        })
+        .await;
+    match looked_up {
+        Some(Some((alias_id, base_url))) => {
+            cx.data = Some(Message {
+                sender,
+                alias_id,
+                base_url,
+                queue_id: macro_value(cx, "i").unwrap_or_default(),
+                ..Message::default()
+            });
+            Status::Continue
+        }
+        _ => Status::Accept,
+    }
+}
+
+async fn on_rcpt(cx: &mut Context<Message>, args: Vec<CString>) -> Status {
+    if let (Some(msg), Some(rcpt)) = (cx.data.as_mut(), args.first()) {
+        msg.recipients.push(strip_angle(rcpt));
+    }
+    Status::Continue
+}
+
+async fn on_header(cx: &mut Context<Message>, name: CString, value: CString) -> Status {
+    let Some(msg) = cx.data.as_mut() else {
+        return Status::Accept;
+    };
+    if name.as_bytes().eq_ignore_ascii_case(b"DKIM-Signature") {
+        tracing::info!(queue_id = msg.queue_id, "already DKIM-signed; not tracking");
+        cx.data = None;
+        return Status::Accept;
+    }
+    msg.headers.extend_from_slice(name.as_bytes());
+    msg.headers.extend_from_slice(b": ");
+    // Postfix sends folded values with bare LF line breaks.
+    for (i, line) in value.as_bytes().split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            msg.headers.extend_from_slice(b"\r\n");
+        }
+        msg.headers.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+    }
+    msg.headers.extend_from_slice(b"\r\n");
+    Status::Continue
+}
+
+async fn on_body(milter: Arc<Milter>, cx: &mut Context<Message>, chunk: Bytes) -> Status {
+    let Some(msg) = cx.data.as_mut() else {
+        return Status::Accept;
+    };
+    if msg.body.len() + chunk.len() > milter.limits.max_body {
+        tracing::info!(
+            queue_id = msg.queue_id,
+            max = milter.limits.max_body,
+            "body larger than the tracking limit; not tracking"
+        );
+        cx.data = None;
+        return Status::Accept;
+    }
+    msg.body.extend_from_slice(&chunk);
+    Status::Continue
+}
+
+async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Message>) -> Status {
+    let Some(mut msg) = cx.data.take() else {
+        return Status::Accept;
+    };
+    // smtpd assigns the queue id only after MAIL FROM, so it is known here.
+    if let Some(id) = cx.macros.get(c"i") {
+        msg.queue_id = String::from_utf8_lossy(id.to_bytes()).into_owned();
+    }
+    let tracking_id = policy::new_tracking_id();
+    let url = format!("{}/pixel?id={tracking_id}", msg.base_url);
+    let pixel = match PixelUrl::parse(&url) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, url, "bad pixel URL; not tracking");
+            return Status::Accept;
+        }
+    };
+    let Message {
+        sender,
+        alias_id,
+        recipients,
+        headers,
+        body,
+        queue_id,
+        ..
+    } = msg;
+    let subject = decoded_subject(&headers);
+    let header_len = headers.len();
+    let task = tokio::task::spawn_blocking(move || rewrite::inject_body(&headers, &body, &pixel));
+    let new_body = match tokio::time::timeout(milter.limits.rewrite_timeout, task).await {
+        Ok(Ok(Ok(Outcome::Rewritten(new_body)))) => new_body,
+        Ok(Ok(Ok(Outcome::Unchanged(why)))) => {
+            tracing::info!(queue_id, ?why, "nothing to track");
+            return Status::Accept;
+        }
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(queue_id, error = %e, "rewrite failed; delivering unchanged");
+            return Status::Accept;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(queue_id, error = %e, "rewrite panicked; delivering unchanged");
+            return Status::Accept;
+        }
+        Err(_) => {
+            tracing::warn!(queue_id, "rewrite timed out; delivering unchanged");
+            return Status::Accept;
+        }
+    };
+    if header_len + new_body.len() > milter.limits.message_size_limit {
+        tracing::info!(queue_id, "rewritten message would pass message_size_limit; not tracking");
+        return Status::Accept;
+    }
+    let record = TrackedMessage {
+        tracking_id: tracking_id.clone(),
+        sender,
+        recipients,
+        subject,
+        alias_id,
+    };
+    if milter.db("recording the message", move |p| p.record(&record)).await.is_none() {
+        return Status::Accept;
+    }
+    if let Err(e) = cx.actions.replace_body(&new_body).await {
+        tracing::error!(queue_id, error = ?e, "replacing the body failed");
+        let id = tracking_id.clone();
+        milter.db("forgetting the message", move |p| p.forget(&id)).await;
+        return Status::Accept;
+    }
+    tracing::info!(queue_id, tracking_id, "pixel added");
+    Status::Accept
+}
+
+fn decoded_subject(headers: &[u8]) -> String {
+    mail_parser::MessageParser::default()
+        .parse_headers(headers)
+        .and_then(|m| m.subject().map(|s| s.chars().take(500).collect()))
+        .unwrap_or_default()
+}
+
+/// The callbacks, for `indymilter::run`.
+pub fn callbacks(milter: Arc<Milter>) -> Callbacks<Message> {
+    let (m1, m2, m3) = (milter.clone(), milter.clone(), milter);
+    Callbacks::new()
+        .on_mail(move |cx, args| Box::pin(on_mail(m1.clone(), cx, args)))
+        .on_rcpt(|cx, args| Box::pin(on_rcpt(cx, args)))
+        .on_header(|cx, name, value| Box::pin(on_header(cx, name, value)))
+        .on_body(move |cx, chunk| Box::pin(on_body(m2.clone(), cx, chunk)))
+        .on_eom(move |cx| Box::pin(on_eom(m3.clone(), cx)))
+        .on_abort(|cx| {
+            cx.data = None;
+            Box::pin(async { Status::Continue })
+        })
+}
+
+/// The indymilter configuration: we only ever replace the body.
+pub fn config() -> indymilter::Config {
+    indymilter::Config {
+        actions: indymilter::Actions::REPLACE_BODY,
+        ..Default::default()
+    }
+}
