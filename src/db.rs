@@ -19,7 +19,13 @@ pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The migrations, in order. Index + 1 is the schema version each one produces.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../sql/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../sql/0001_init.sql")),
+    (
+        "0002_totp_replay.sql",
+        include_str!("../sql/0002_totp_replay.sql"),
+    ),
+];
 
 #[derive(Debug, Error)]
 pub enum DbError {

@@ -5,7 +5,7 @@
 //! which mail is tracked and where it is recorded ([`policy`]), the milter callbacks ([`session`]),
 //! and the listening socket ([`listener`]). Every failure passes the message through unchanged.
 
-pub mod rewrite;
 pub mod listener;
 pub mod policy;
+pub mod rewrite;
 pub mod session;

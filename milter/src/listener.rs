@@ -62,7 +62,11 @@ impl indymilter::Listener for LowLatencyTcpListener {
 }
 
 impl AsyncRead for QuickAckStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.0).poll_read(cx, buf);
         if result.is_ready() {
             quickack(&self.0);
@@ -72,7 +76,11 @@ impl AsyncRead for QuickAckStream {
 }
 
 impl AsyncWrite for QuickAckStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -99,8 +107,14 @@ mod tests {
 
     #[test]
     fn parses_addresses() {
-        assert_eq!("unix:/run/m.sock".parse(), Ok(ListenAddr::Unix("/run/m.sock".into())));
-        assert_eq!("/run/m.sock".parse(), Ok(ListenAddr::Unix("/run/m.sock".into())));
+        assert_eq!(
+            "unix:/run/m.sock".parse(),
+            Ok(ListenAddr::Unix("/run/m.sock".into()))
+        );
+        assert_eq!(
+            "/run/m.sock".parse(),
+            Ok(ListenAddr::Unix("/run/m.sock".into()))
+        );
         assert_eq!(
             "inet:127.0.0.1:8892".parse(),
             Ok(ListenAddr::Inet("127.0.0.1:8892".parse().unwrap()))

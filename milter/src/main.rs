@@ -24,7 +24,8 @@ const USAGE: &str = "usage:
   mailserver-milter inject --base-url URL [--id ID] < in.eml > out.eml";
 
 fn value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String> {
-    args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))
+    args.next()
+        .with_context(|| format!("{flag} needs a value\n{USAGE}"))
 }
 
 fn main() -> Result<()> {
@@ -33,19 +34,30 @@ fn main() -> Result<()> {
         args.next();
         return inject(args);
     }
-    let mut data = std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
+    let mut data =
+        std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
     let mut socket = None;
     let mut limits = Limits::default();
     if let Ok(v) = std::env::var("MILTER_MAX_BODY") {
-        limits.max_body = v.parse().context("MILTER_MAX_BODY must be a number of bytes")?;
+        limits.max_body = v
+            .parse()
+            .context("MILTER_MAX_BODY must be a number of bytes")?;
     }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--data" => data = PathBuf::from(value(&mut args, "--data")?),
             "--socket" => {
-                socket = Some(value(&mut args, "--socket")?.parse::<ListenAddr>().map_err(anyhow::Error::msg)?)
+                socket = Some(
+                    value(&mut args, "--socket")?
+                        .parse::<ListenAddr>()
+                        .map_err(anyhow::Error::msg)?,
+                )
             }
-            "--max-body" => limits.max_body = value(&mut args, "--max-body")?.parse().context("--max-body")?,
+            "--max-body" => {
+                limits.max_body = value(&mut args, "--max-body")?
+                    .parse()
+                    .context("--max-body")?
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -60,7 +72,8 @@ fn main() -> Result<()> {
         )
         .init();
     let paths = mailserver::settings::Paths::new(&data);
-    let socket = socket.unwrap_or_else(|| ListenAddr::Unix(paths.run_dir().join("milter/milter.sock")));
+    let socket =
+        socket.unwrap_or_else(|| ListenAddr::Unix(paths.run_dir().join("milter/milter.sock")));
     tokio::runtime::Runtime::new()?.block_on(serve(socket, paths.db(), limits))
 }
 
@@ -79,10 +92,12 @@ async fn serve(addr: ListenAddr, db: PathBuf, limits: Limits) -> Result<()> {
     match &addr {
         ListenAddr::Unix(path) => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("could not create {}", dir.display()))?;
             }
             let _ = std::fs::remove_file(path);
-            let listener = UnixListener::bind(path).with_context(|| format!("could not bind {}", path.display()))?;
+            let listener = UnixListener::bind(path)
+                .with_context(|| format!("could not bind {}", path.display()))?;
             // Postfix connects as its own unprivileged user.
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
                 .with_context(|| format!("could not chmod {}", path.display()))?;
@@ -91,9 +106,17 @@ async fn serve(addr: ListenAddr, db: PathBuf, limits: Limits) -> Result<()> {
             let _ = std::fs::remove_file(path);
         }
         ListenAddr::Inet(sa) => {
-            let listener = TcpListener::bind(sa).await.with_context(|| format!("could not bind {sa}"))?;
+            let listener = TcpListener::bind(sa)
+                .await
+                .with_context(|| format!("could not bind {sa}"))?;
             tracing::info!(address = %sa, "mailserver-milter listening (TCP_NODELAY, TCP_QUICKACK)");
-            indymilter::run(LowLatencyTcpListener(listener), callbacks, session::config(), shutdown).await?;
+            indymilter::run(
+                LowLatencyTcpListener(listener),
+                callbacks,
+                session::config(),
+                shutdown,
+            )
+            .await?;
         }
     }
     tracing::info!("stopped");
@@ -115,7 +138,10 @@ fn inject(mut args: impl Iterator<Item = String>) -> Result<()> {
     let pixel = PixelUrl::parse(&format!("{}/pixel?id={id}", base.trim_end_matches('/')))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut input = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut input).context("could not read standard input")?;
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut input)
+        .context("could not read standard input")?;
     let result = rewrite::inject_message(&input, &pixel);
     let mut out = std::io::stdout().lock();
     match result {

@@ -90,7 +90,10 @@ impl Policy {
     /// Undoes [`record`](Self::record) when the body could not be replaced after all.
     pub fn forget(&self, tracking_id: &str) -> Result<(), PolicyError> {
         let conn = self.pool.get()?;
-        conn.execute("DELETE FROM tracked_messages WHERE message_id = ?1", [tracking_id])?;
+        conn.execute(
+            "DELETE FROM tracked_messages WHERE message_id = ?1",
+            [tracking_id],
+        )?;
         Ok(())
     }
 }
@@ -118,8 +121,20 @@ mod tests {
         mailserver::settings::Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
         store::domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
         let dest = Destinations::parse("alice@example.com").unwrap();
-        store::aliases::add(&conn, &AliasSource::parse("sales@example.com").unwrap(), &dest, true).unwrap();
-        store::aliases::add(&conn, &AliasSource::parse("plain@example.com").unwrap(), &dest, false).unwrap();
+        store::aliases::add(
+            &conn,
+            &AliasSource::parse("sales@example.com").unwrap(),
+            &dest,
+            true,
+        )
+        .unwrap();
+        store::aliases::add(
+            &conn,
+            &AliasSource::parse("plain@example.com").unwrap(),
+            &dest,
+            false,
+        )
+        .unwrap();
         drop(conn);
         (dir, policy)
     }
@@ -129,13 +144,28 @@ mod tests {
         let (_dir, policy) = setup();
         let sales = Address::parse("sales@example.com").unwrap();
         assert!(policy.tracked_alias(&sales).unwrap().is_some());
-        assert!(policy.tracked_alias(&Address::parse("plain@example.com").unwrap()).unwrap().is_none());
-        assert!(policy.tracked_alias(&Address::parse("nobody@example.com").unwrap()).unwrap().is_none());
+        assert!(
+            policy
+                .tracked_alias(&Address::parse("plain@example.com").unwrap())
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            policy
+                .tracked_alias(&Address::parse("nobody@example.com").unwrap())
+                .unwrap()
+                .is_none()
+        );
         let conn = policy.pool.get().unwrap();
         store::domains::set_active(&conn, &Domain::parse("example.com").unwrap(), false).unwrap();
         assert!(policy.tracked_alias(&sales).unwrap().is_none());
         store::domains::set_active(&conn, &Domain::parse("example.com").unwrap(), true).unwrap();
-        store::aliases::set_active(&conn, &AliasSource::parse("sales@example.com").unwrap(), false).unwrap();
+        store::aliases::set_active(
+            &conn,
+            &AliasSource::parse("sales@example.com").unwrap(),
+            false,
+        )
+        .unwrap();
         assert!(policy.tracked_alias(&sales).unwrap().is_none());
     }
 
@@ -145,7 +175,10 @@ mod tests {
         let id = new_tracking_id();
         assert_eq!(id.len(), 22);
         assert_ne!(id, new_tracking_id());
-        let alias = policy.tracked_alias(&Address::parse("sales@example.com").unwrap()).unwrap().unwrap();
+        let alias = policy
+            .tracked_alias(&Address::parse("sales@example.com").unwrap())
+            .unwrap()
+            .unwrap();
         let msg = TrackedMessage {
             tracking_id: id.clone(),
             sender: "sales@example.com".into(),
@@ -156,13 +189,20 @@ mod tests {
         policy.record(&msg).unwrap();
         let conn = policy.pool.get().unwrap();
         let (rcpt, subject): (String, String) = conn
-            .query_row("SELECT recipient, subject FROM tracked_messages WHERE message_id = ?1", [&id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT recipient, subject FROM tracked_messages WHERE message_id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
-        assert_eq!((rcpt.as_str(), subject.as_str()), ("a@x.test,b@y.test", "Grüße"));
+        assert_eq!(
+            (rcpt.as_str(), subject.as_str()),
+            ("a@x.test,b@y.test", "Grüße")
+        );
         policy.forget(&id).unwrap();
-        let n: i64 = conn.query_row("SELECT count(*) FROM tracked_messages", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM tracked_messages", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 0);
         assert_eq!(policy.pixel_base_url().unwrap(), "https://mx.example.com");
     }

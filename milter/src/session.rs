@@ -114,7 +114,10 @@ pub struct Message {
 
 fn strip_angle(arg: &CString) -> String {
     let s = String::from_utf8_lossy(arg.as_bytes());
-    s.trim().trim_start_matches('<').trim_end_matches('>').to_string()
+    s.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string()
 }
 
 fn macro_value(cx: &Context<Message>, name: &str) -> Option<String> {
@@ -202,7 +205,8 @@ async fn on_header(cx: &mut Context<Message>, name: CString, value: CString) -> 
         if i > 0 {
             msg.headers.extend_from_slice(b"\r\n");
         }
-        msg.headers.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        msg.headers
+            .extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
     }
     msg.headers.extend_from_slice(b"\r\n");
     Status::Continue
@@ -274,7 +278,10 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Message>) -> Status {
         }
     };
     if header_len + new_body.len() > milter.limits.message_size_limit {
-        tracing::info!(queue_id, "rewritten message would pass message_size_limit; not tracking");
+        tracing::info!(
+            queue_id,
+            "rewritten message would pass message_size_limit; not tracking"
+        );
         return Status::Accept;
     }
     let record = TrackedMessage {
@@ -284,13 +291,19 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Message>) -> Status {
         subject,
         alias_id,
     };
-    if milter.db("recording the message", move |p| p.record(&record)).await.is_none() {
+    if milter
+        .db("recording the message", move |p| p.record(&record))
+        .await
+        .is_none()
+    {
         return Status::Accept;
     }
     if let Err(e) = cx.actions.replace_body(&new_body).await {
         tracing::error!(queue_id, error = ?e, "replacing the body failed");
         let id = tracking_id.clone();
-        milter.db("forgetting the message", move |p| p.forget(&id)).await;
+        milter
+            .db("forgetting the message", move |p| p.forget(&id))
+            .await;
         return Status::Accept;
     }
     tracing::info!(queue_id, tracking_id, "pixel added");

@@ -1,18 +1,16 @@
-//! `mailserver-web`: the admin dashboard and the public tracking-pixel endpoint, over HTTPS.
-//!
-//! This is the skeleton: it serves HTTPS with the certificate in `$DATA_DIR/ssl/` on the address and
-//! port from the stored settings (`WEB_PORT`, default 8080), answers `/healthz`, logs with tracing and
-//! stops cleanly on SIGTERM or SIGINT. The dashboard's pages land with their own issue.
+//! `mailserver-web`: serves the dashboard and the pixel endpoint over HTTPS with the certificate in
+//! `$DATA_DIR/ssl/`, on the address and port from the stored settings (`WEB_PORT`, default 8080).
+//! Stops cleanly on SIGTERM or SIGINT, after writing every queued pixel open.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use axum::Router;
-use axum::routing::get;
 use axum_server::tls_rustls::RustlsConfig;
 use mailserver::settings::{ListenAddress, Paths, Settings};
+use mailserver_web::{AppState, Db, auth::Auth, pixel::Recorder};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn data_dir() -> Result<PathBuf> {
@@ -32,10 +30,18 @@ fn data_dir() -> Result<PathBuf> {
     Ok(data)
 }
 
-fn app() -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/", get(|| async { "mailserver dashboard\n" }))
+/// `TRUSTED_PROXIES`: comma-separated IP addresses whose `X-Forwarded-For` is believed.
+fn trusted_proxies() -> Result<Vec<IpAddr>> {
+    std::env::var("TRUSTED_PROXIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .with_context(|| format!("TRUSTED_PROXIES: {s:?} is not an IP address"))
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -48,12 +54,12 @@ async fn main() -> Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let paths = Paths::new(data_dir()?);
-    let settings = {
+    let (pool, settings) = {
         let paths = paths.clone();
-        tokio::task::spawn_blocking(move || -> Result<Settings> {
-            let pool = mailserver::db::open(&paths.db(), 1)?;
-            let conn = pool.get()?;
-            Ok(Settings::load(&conn)?)
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let pool = mailserver::db::open(&paths.db(), 8)?;
+            let settings = Settings::load(&*pool.get()?)?;
+            Ok((pool, settings))
         })
         .await??
     };
@@ -65,6 +71,17 @@ async fn main() -> Result<()> {
     let tls = RustlsConfig::from_pem_file(paths.tls_cert(), paths.tls_key())
         .await
         .context("could not load the TLS certificate from ssl/")?;
+
+    let db = Db::new(pool);
+    let (recorder, writer) = Recorder::start(db.clone());
+    let state = AppState {
+        db,
+        paths: Arc::new(paths),
+        auth: Arc::new(Auth::default()),
+        pixel: recorder,
+        trusted_proxies: Arc::new(trusted_proxies()?),
+    };
+    let app = mailserver_web::app(state);
 
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
@@ -81,9 +98,11 @@ async fn main() -> Result<()> {
     tracing::info!(%addr, "mailserver-web listening (HTTPS)");
     axum_server::bind_rustls(addr, tls)
         .handle(handle)
-        .serve(app().into_make_service())
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await
         .context("the web server failed")?;
+    // The router (and with it every Recorder) is gone: the writer drains the queue and stops.
+    writer.await.context("the pixel writer failed")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -70,7 +70,11 @@ impl Cte {
             .iter()
             .any(|v| value.eq_ignore_ascii_case(v))
             .then_some(Cte::Identity)
-            .or_else(|| value.eq_ignore_ascii_case("quoted-printable").then_some(Cte::QuotedPrintable))
+            .or_else(|| {
+                value
+                    .eq_ignore_ascii_case("quoted-printable")
+                    .then_some(Cte::QuotedPrintable)
+            })
             .or_else(|| value.eq_ignore_ascii_case("base64").then_some(Cte::Base64))
     }
 
@@ -166,7 +170,9 @@ fn decode_qp(input: &[u8]) -> Vec<u8> {
 }
 
 fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 fn crlf_to_lf(bytes: &[u8]) -> Vec<u8> {
@@ -230,7 +236,10 @@ mod tests {
         for eol in [Eol::Crlf, Eol::Lf] {
             let enc = Cte::QuotedPrintable.encode(long.as_bytes(), b"", eol);
             let text = String::from_utf8(enc.clone()).unwrap();
-            assert!(text.lines().all(|l| l.trim_end_matches('\r').len() <= 76), "{text}");
+            assert!(
+                text.lines().all(|l| l.trim_end_matches('\r').len() <= 76),
+                "{text}"
+            );
             assert_eq!(text.contains('\r'), eol == Eol::Crlf, "{text:?}");
             let back = Cte::QuotedPrintable.decode(&enc).unwrap();
             assert_eq!(back.as_ref(), long.as_bytes());

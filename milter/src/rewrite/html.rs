@@ -122,6 +122,11 @@ mod tests {
                 "<body><!-- </body> --><script>'</body>'</script><a title=\"</body>\">x</a></body>",
                 "<body><!-- </body> --><script>'</body>'</script><a title=\"</body>\">x</a>\n<img src=\"x\">\n</body>",
             ),
+            // `</html>` closes the body too: lol_html runs the body's handler there.
+            (
+                "<html><body><p>x</p></html>",
+                "<html><body><p>x</p>\n<img src=\"x\">\n</html>",
+            ),
             // An end tag without a matching start tag: append at the end instead.
             ("<p>x</p></body>", "<p>x</p></body>\n<img src=\"x\">\n"),
         ] {

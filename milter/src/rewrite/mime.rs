@@ -147,7 +147,9 @@ pub(super) fn check_decoded(target: &Target<'_>, decoded: &[u8]) -> Result<(), I
     if without_cr(&ours).eq(without_cr(target.parser_text)) {
         Ok(())
     } else {
-        Err(malformed("the part's bytes do not decode as the parsed part"))
+        Err(malformed(
+            "the part's bytes do not decode as the parsed part",
+        ))
     }
 }
 
@@ -230,8 +232,9 @@ fn parsed_html<'m>(part: &'m MessagePart<'_>) -> Result<&'m str, InjectError> {
 }
 
 fn content_type<'m>(part: &'m MessagePart<'_>) -> (&'m str, &'m str) {
-    part.content_type()
-        .map_or(("text", "plain"), |ct| (ct.ctype(), ct.subtype().unwrap_or_default()))
+    part.content_type().map_or(("text", "plain"), |ct| {
+        (ct.ctype(), ct.subtype().unwrap_or_default())
+    })
 }
 
 fn is_attachment(part: &MessagePart<'_>) -> bool {
@@ -305,8 +308,15 @@ mod tests {
             ("abc", "abcd"),
             ("--=_b1--=_b", "--=_b2"),
         ] {
-            let naive = hay.as_bytes().windows(needle.len()).position(|w| w == needle.as_bytes());
-            assert_eq!(find(hay.as_bytes(), needle.as_bytes()), naive, "{hay:?} {needle:?}");
+            let naive = hay
+                .as_bytes()
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes());
+            assert_eq!(
+                find(hay.as_bytes(), needle.as_bytes()),
+                naive,
+                "{hay:?} {needle:?}"
+            );
         }
     }
 }

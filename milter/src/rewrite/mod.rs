@@ -182,7 +182,11 @@ pub fn inject_message(raw: &[u8], pixel: &PixelUrl) -> Result<Outcome, InjectErr
     rewrite(raw, None, pixel)
 }
 
-fn rewrite(raw: &[u8], body_start: Option<usize>, pixel: &PixelUrl) -> Result<Outcome, InjectError> {
+fn rewrite(
+    raw: &[u8],
+    body_start: Option<usize>,
+    pixel: &PixelUrl,
+) -> Result<Outcome, InjectError> {
     let msg = MessageParser::default()
         .parse(raw)
         .ok_or_else(|| InjectError::Malformed("no header block".into()))?;
@@ -191,7 +195,9 @@ fn rewrite(raw: &[u8], body_start: Option<usize>, pixel: &PixelUrl) -> Result<Ou
         Located::Skip(skip) => return Ok(Outcome::Unchanged(skip)),
     };
     let outside = || InjectError::Malformed("part offsets outside the message".into());
-    let (before, rest) = raw.split_at_checked(target.range.start).ok_or_else(outside)?;
+    let (before, rest) = raw
+        .split_at_checked(target.range.start)
+        .ok_or_else(outside)?;
     let (encoded, after) = rest
         .split_at_checked(target.range.len())
         .ok_or_else(outside)?;
@@ -214,5 +220,7 @@ fn rewrite(raw: &[u8], body_start: Option<usize>, pixel: &PixelUrl) -> Result<Ou
     Ok(Outcome::Rewritten([before, &new_body, after].concat()))
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -112,7 +112,11 @@ fn assert_well_formed(name: &str, input: &[u8], output: &[u8]) {
         let (start, end) = (p.offset_body as usize, p.offset_end as usize);
         matches!(p.body, PartType::Html(_)) && start <= prefix && end + suffix >= output.len()
     });
-    assert_eq!(changed.count(), 1, "{name}: changed region not one html body");
+    assert_eq!(
+        changed.count(),
+        1,
+        "{name}: changed region not one html body"
+    );
     let pixels: usize = after
         .parts
         .iter()
@@ -165,7 +169,10 @@ fn every_fixture_is_checked() {
     for entry in std::fs::read_dir(testdata("")).unwrap() {
         let file = entry.unwrap().file_name().into_string().unwrap();
         let stem = file.split('.').next().unwrap();
-        assert!(listed.split_whitespace().any(|l| l == stem), "{file} is not checked");
+        assert!(
+            listed.split_whitespace().any(|l| l == stem),
+            "{file} is not checked"
+        );
     }
 }
 
@@ -173,7 +180,13 @@ fn every_fixture_is_checked() {
 /// the original HTML plus the pixel line before `</body>`.
 #[test]
 fn encoded_parts_decode_to_original_plus_pixel() {
-    for name in ["qp_long_lines", "base64_html", "latin1_qp", "lf_only", "mixed_related_pdf"] {
+    for name in [
+        "qp_long_lines",
+        "base64_html",
+        "latin1_qp",
+        "lf_only",
+        "mixed_related_pdf",
+    ] {
         let input = read(&format!("{name}.eml"));
         let Outcome::Rewritten(output) = inject_message(&input, &pixel()).unwrap() else {
             panic!("{name} not rewritten");
@@ -198,7 +211,13 @@ fn encoded_parts_decode_to_original_plus_pixel() {
 /// Encoded lines stay legal: QP and base64 at most 76 characters, everything at most 998.
 #[test]
 fn rewritten_fixture_lines_are_legal() {
-    for name in ["qp_long_lines", "base64_html", "latin1_qp", "lf_only", "plain_html"] {
+    for name in [
+        "qp_long_lines",
+        "base64_html",
+        "latin1_qp",
+        "lf_only",
+        "plain_html",
+    ] {
         let input = read(&format!("{name}.eml"));
         let Outcome::Rewritten(output) = inject_message(&input, &pixel()).unwrap() else {
             panic!("{name} not rewritten");
@@ -207,7 +226,11 @@ fn rewritten_fixture_lines_are_legal() {
         let (_, body) = split_message(&output);
         for line in body.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            assert!(line.len() <= limit, "{name}: {}", String::from_utf8_lossy(line));
+            assert!(
+                line.len() <= limit,
+                "{name}: {}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 }
@@ -246,17 +269,28 @@ fn skip_signed_and_encrypted_anywhere() {
     ] {
         // Top level.
         assert_skip(
-            &message(inner, "", "--i\r\nContent-Type: text/html\r\n\r\n<body>x</body>\r\n--i--\r\n"),
+            &message(
+                inner,
+                "",
+                "--i\r\nContent-Type: text/html\r\n\r\n<body>x</body>\r\n--i--\r\n",
+            ),
             Skip::Signed,
         );
         // Nested beside an html part that could otherwise be rewritten.
         let body = format!(
             "{html}--o\r\nContent-Type: {inner}\r\n\r\n--i\r\nContent-Type: text/plain\r\n\r\nx\r\n--i--\r\n--o--\r\n"
         );
-        assert_skip(&message("multipart/mixed; boundary=\"o\"", "", &body), Skip::Signed);
+        assert_skip(
+            &message("multipart/mixed; boundary=\"o\"", "", &body),
+            Skip::Signed,
+        );
     }
     assert_skip(
-        &message("application/pkcs7-mime; smime-type=enveloped-data", "", "MIAGCSqGSIb3DQEHA6CAMIACAQAx\r\n"),
+        &message(
+            "application/pkcs7-mime; smime-type=enveloped-data",
+            "",
+            "MIAGCSqGSIb3DQEHA6CAMIACAQAx\r\n",
+        ),
         Skip::Signed,
     );
 }
@@ -264,22 +298,51 @@ fn skip_signed_and_encrypted_anywhere() {
 #[test]
 fn skip_dkim_signature() {
     assert_skip(
-        &message("text/html", "dkim-signature: v=1; d=example.test; b=x\r\n", "<body>x</body>\r\n"),
+        &message(
+            "text/html",
+            "dkim-signature: v=1; d=example.test; b=x\r\n",
+            "<body>x</body>\r\n",
+        ),
         Skip::HasDkimSignature,
     );
 }
 
 #[test]
 fn skip_unsupported_charsets() {
-    for label in ["utf-16", "UTF-16LE", "utf-32", "ISO-2022-JP", "iso-2022-kr", "utf-7", "x-unknown"] {
+    for label in [
+        "utf-16",
+        "UTF-16LE",
+        "utf-32",
+        "ISO-2022-JP",
+        "iso-2022-kr",
+        "utf-7",
+        "x-unknown",
+    ] {
         assert_skip(
-            &message(&format!("text/html; charset={label}"), "", "<body>x</body>\r\n"),
+            &message(
+                &format!("text/html; charset={label}"),
+                "",
+                "<body>x</body>\r\n",
+            ),
             Skip::UnsupportedCharset(label.into()),
         );
     }
-    for label in ["shift_jis", "EUC-KR", "gb18030", "big5", "koi8-r", "windows-1251", "iso-8859-15", "us-ascii"] {
+    for label in [
+        "shift_jis",
+        "EUC-KR",
+        "gb18030",
+        "big5",
+        "koi8-r",
+        "windows-1251",
+        "iso-8859-15",
+        "us-ascii",
+    ] {
         let got = inject_message(
-            &message(&format!("text/html; charset={label}"), "", "<body>x</body>\r\n"),
+            &message(
+                &format!("text/html; charset={label}"),
+                "",
+                "<body>x</body>\r\n",
+            ),
             &pixel(),
         );
         assert!(matches!(got, Ok(Outcome::Rewritten(_))), "{label}: {got:?}");
@@ -289,7 +352,11 @@ fn skip_unsupported_charsets() {
 #[test]
 fn skip_unsupported_transfer_encoding() {
     assert_skip(
-        &message("text/html", "Content-Transfer-Encoding: x-uuencode\r\n", "begin 644 x\r\n"),
+        &message(
+            "text/html",
+            "Content-Transfer-Encoding: x-uuencode\r\n",
+            "begin 644 x\r\n",
+        ),
         Skip::UnsupportedTransferEncoding("x-uuencode".into()),
     );
 }
@@ -306,7 +373,10 @@ fn first_eligible_html_part_wins() {
         panic!("not rewritten");
     };
     let out = String::from_utf8(out).unwrap();
-    assert!(out.contains(&format!("<body>b\r\n{TAG}\r\n</body>")), "{out}");
+    assert!(
+        out.contains(&format!("<body>b\r\n{TAG}\r\n</body>")),
+        "{out}"
+    );
     assert_eq!(out.matches(TAG).count(), 1);
 }
 
@@ -322,8 +392,14 @@ fn line_break_before_boundary_is_kept() {
         let msg = MessageParser::default().parse(raw.as_bytes()).unwrap();
         let part = &msg.parts[1];
         let after = &raw[part.offset_end as usize..];
-        assert!(after.starts_with(&format!("{eol}--b--")), "{eol:?} {body_end:?}: {after:?}");
-        assert_eq!(&raw[part.offset_body as usize..part.offset_end as usize], format!("<p>x</p>{body_end}"));
+        assert!(
+            after.starts_with(&format!("{eol}--b--")),
+            "{eol:?} {body_end:?}: {after:?}"
+        );
+        assert_eq!(
+            &raw[part.offset_body as usize..part.offset_end as usize],
+            format!("<p>x</p>{body_end}")
+        );
 
         let Outcome::Rewritten(out) = inject_message(raw.as_bytes(), &pixel()).unwrap() else {
             panic!("not rewritten");
@@ -343,7 +419,10 @@ fn line_break_before_boundary_is_kept() {
 fn refuses_to_reveal_a_boundary() {
     let body = "--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
                 <body>\r\n=2D-b\r\n</body>\r\n--b--\r\n";
-    let got = inject_message(&message("multipart/alternative; boundary=b", "", body), &pixel());
+    let got = inject_message(
+        &message("multipart/alternative; boundary=b", "", body),
+        &pixel(),
+    );
     assert!(matches!(got, Err(InjectError::Malformed(_))), "{got:?}");
 }
 
@@ -351,7 +430,11 @@ fn refuses_to_reveal_a_boundary() {
 #[test]
 fn long_lines_do_not_grow() {
     let long = "x".repeat(990);
-    let raw = message("text/html", "", &format!("<body><p>{long}</p></body></html>\r\n"));
+    let raw = message(
+        "text/html",
+        "",
+        &format!("<body><p>{long}</p></body></html>\r\n"),
+    );
     let Outcome::Rewritten(out) = inject_message(&raw, &pixel()).unwrap() else {
         panic!("not rewritten");
     };
@@ -377,15 +460,25 @@ fn inject_body_handles_header_shapes() {
         );
     }
     // A blank line inside the header block would move the body: refused.
-    let got = inject_body(b"Subject: x\r\n\r\nContent-Type: text/html\r\n", body, &pixel());
+    let got = inject_body(
+        b"Subject: x\r\n\r\nContent-Type: text/html\r\n",
+        body,
+        &pixel(),
+    );
     assert!(matches!(got, Err(InjectError::Malformed(_))), "{got:?}");
 }
 
 #[test]
 fn too_large() {
     let big = vec![b'a'; MAX_SIZE + 1];
-    assert!(matches!(inject_body(b"Content-Type: text/html\r\n", &big, &pixel()), Err(InjectError::TooLarge)));
-    assert!(matches!(inject_message(&big, &pixel()), Err(InjectError::TooLarge)));
+    assert!(matches!(
+        inject_body(b"Content-Type: text/html\r\n", &big, &pixel()),
+        Err(InjectError::TooLarge)
+    ));
+    assert!(matches!(
+        inject_message(&big, &pixel()),
+        Err(InjectError::TooLarge)
+    ));
 }
 
 /// Garbage never panics; whatever comes back, nothing half-rewritten escapes.
@@ -436,11 +529,17 @@ fn pixel_url_validation() {
         "https://t.example/caf\u{e9}",
         "https://t.example/\u{7f}",
     ] {
-        assert!(matches!(PixelUrl::parse(bad), Err(InjectError::BadUrl(_))), "{bad:?}");
+        assert!(
+            matches!(PixelUrl::parse(bad), Err(InjectError::BadUrl(_))),
+            "{bad:?}"
+        );
     }
     let long = format!("https://t.example/{}", "a".repeat(1000));
     assert!(PixelUrl::parse(&long).is_err());
     let amp = PixelUrl::parse("https://t.example/p?a=1&b=2").unwrap();
-    assert!(amp.img_tag().contains("src=\"https://t.example/p?a=1&amp;b=2\""));
+    assert!(
+        amp.img_tag()
+            .contains("src=\"https://t.example/p?a=1&amp;b=2\"")
+    );
     assert_eq!(amp.as_str(), "https://t.example/p?a=1&b=2");
 }

@@ -1,0 +1,822 @@
+//! The milter callbacks, driven over the real milter protocol.
+//!
+//! Each test starts the milter in-process on 127.0.0.1:0 (as indymilter's own `tests/common` does),
+//! with [`session::callbacks`] and [`session::config`] over a temporary database prepared with the
+//! library, and talks to it with `indymilter-test` the way Postfix would: macros, MAIL, RCPT,
+//! headers, body chunks, end of message. A well-behaved MTA sends nothing more for a message once
+//! the milter answered ACCEPT, and [`send`] stops there too.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use indymilter_test::{EomAction, MacroStage, ProtoOpts, SocketInfo, Status, TestConnection, any};
+use mailserver::db::Pool;
+use mailserver::names::{AliasSource, Destinations, Domain};
+use mailserver_milter::listener::LowLatencyTcpListener;
+use mailserver_milter::session::{self, Limits};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const PIXEL: &str = "https://mx.example.test/pixel?id=";
+const HTML: &[u8] = b"<html><body><p>hi</p></body></html>\r\n";
+const INTERNET: &str = "192.0.2.7";
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+/// A database prepared as `mailserver init` + the CLI would: one domain, a tracked alias (news@)
+/// and an untracked one (info@).
+struct Fixture {
+    dir: tempfile::TempDir,
+    db_path: PathBuf,
+    pool: Pool,
+    news_id: i64,
+}
+
+fn fixture() -> anyhow::Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let db_path = dir.path().join("mailserver.db");
+    let pool = mailserver::db::open(&db_path, 1)?;
+    let news_id = {
+        let conn = pool.get()?;
+        let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();
+        mailserver::settings::Settings::init_from_env(&conn, |_| None, &defaults)?;
+        mailserver::store::domains::add(&conn, &Domain::parse("example.test")?)?;
+        let alice = Destinations::parse("alice@example.test")?;
+        let news = mailserver::store::aliases::add(
+            &conn,
+            &AliasSource::parse("news@example.test")?,
+            &alice,
+            true,
+        )?;
+        mailserver::store::aliases::add(
+            &conn,
+            &AliasSource::parse("info@example.test")?,
+            &alice,
+            false,
+        )?;
+        news.id
+    };
+    Ok(Fixture {
+        dir,
+        db_path,
+        pool,
+        news_id,
+    })
+}
+
+/// One row of `tracked_messages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    message_id: String,
+    sender: String,
+    recipient: String,
+    subject: String,
+    alias_id: Option<i64>,
+}
+
+impl Fixture {
+    fn rows(&self) -> Vec<Row> {
+        let conn = self.pool.get().unwrap();
+        let mut stmt = conn
+            .prepare("SELECT message_id, sender, recipient, subject, alias_id FROM tracked_messages ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok(Row {
+                message_id: r.get(0)?,
+                sender: r.get(1)?,
+                recipient: r.get(2)?,
+                subject: r.get(3)?,
+                alias_id: r.get(4)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// The milter on this fixture's database.
+    async fn milter(&self, limits: Limits) -> Milter {
+        Milter::spawn(self.db_path.clone(), limits, false).await
+    }
+}
+
+/// The milter, running in a tokio task (indymilter `tests/common/mod.rs`).
+struct Milter {
+    addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Milter {
+    /// Binds 127.0.0.1:0 and runs the production callbacks and configuration; `low_latency` wraps
+    /// the listener in [`LowLatencyTcpListener`] (TCP_NODELAY, TCP_QUICKACK), as `--socket inet:` does.
+    async fn spawn(db_path: PathBuf, limits: Limits, low_latency: bool) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug")),
+            )
+            .try_init();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let callbacks = session::callbacks(session::Milter::new(db_path, limits));
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let task = if low_latency {
+            tokio::spawn(indymilter::run(
+                LowLatencyTcpListener(listener),
+                callbacks,
+                session::config(),
+                shutdown_rx,
+            ))
+        } else {
+            tokio::spawn(indymilter::run(
+                listener,
+                callbacks,
+                session::config(),
+                shutdown_rx,
+            ))
+        };
+        Self {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// A new milter connection, past negotiation, CONNECT and HELO, as smtpd opens it for a client.
+    async fn connect(&self, peer: SocketInfo) -> TestConnection {
+        let mut conn = TestConnection::open(self.addr).await.unwrap();
+        assert!(
+            conn.negotiated_actions()
+                .contains(indymilter_test::Actions::REPLACE_BODY),
+            "REPLACE_BODY was not negotiated: {:?}",
+            conn.negotiated_actions()
+        );
+        // Like Postfix, skip the stages the milter turned off; it needs these four.
+        let opts = conn.negotiated_opts();
+        for needed in [
+            ProtoOpts::NO_MAIL,
+            ProtoOpts::NO_RCPT,
+            ProtoOpts::NO_HEADER,
+            ProtoOpts::NO_BODY,
+        ] {
+            assert!(!opts.contains(needed), "the milter negotiated {needed:?}");
+        }
+        if !opts.contains(ProtoOpts::NO_CONNECT) {
+            assert_eq!(
+                conn.connect("client.example.test", peer).await.unwrap(),
+                Status::Continue
+            );
+        }
+        if !opts.contains(ProtoOpts::NO_HELO) {
+            assert_eq!(
+                conn.helo("client.example.test").await.unwrap(),
+                Status::Continue
+            );
+        }
+        conn
+    }
+
+    /// Yields a few times so sessions can finish, signals shutdown and waits for the milter to stop.
+    async fn shutdown(self) {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let _ = self.shutdown.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn peer(addr: Option<&str>) -> SocketInfo {
+    match addr {
+        Some(a) => SocketInfo::Inet(SocketAddr::new(a.parse::<IpAddr>().unwrap(), 40000)),
+        None => SocketInfo::Unknown,
+    }
+}
+
+/// One message as the MTA presents it.
+#[derive(Debug, Clone)]
+struct Msg {
+    /// `{auth_authen}`, the SASL login.
+    auth: Option<&'static str>,
+    /// `{client_addr}`; `None` for Postfix's non-SMTP path (sendmail), which has no client.
+    client_addr: Option<&'static str>,
+    sender: &'static str,
+    rcpts: Vec<&'static str>,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Vec<u8>,
+    /// Body chunk size; 0 sends the body in one piece.
+    chunk: usize,
+}
+
+const HTML_HEADERS: &[(&str, &str)] = &[
+    ("From", "News <news@example.test>"),
+    ("To", "a@x.test, b@y.test"),
+    ("Subject", "=?utf-8?q?Gr=C3=BC=C3=9Fe?="),
+    ("MIME-Version", "1.0"),
+    ("Content-Type", "text/html; charset=utf-8"),
+];
+
+/// An HTML message from news@ (tracked), submitted by an authenticated user from the internet.
+fn tracked() -> Msg {
+    Msg {
+        auth: Some("alice@example.test"),
+        client_addr: Some(INTERNET),
+        sender: "news@example.test",
+        rcpts: vec!["a@x.test", "b@y.test"],
+        headers: HTML_HEADERS.to_vec(),
+        body: HTML.to_vec(),
+        chunk: 0,
+    }
+}
+
+impl Msg {
+    fn with_headers(mut self, headers: &[(&'static str, &'static str)]) -> Self {
+        self.headers = headers.to_vec();
+        self
+    }
+    fn with_body(mut self, body: &[u8]) -> Self {
+        self.body = body.to_vec();
+        self
+    }
+}
+
+/// The stage at which the milter answered ACCEPT, ending its part in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Mail,
+    Rcpt,
+    Header,
+    Eoh,
+    Body,
+    Eom,
+}
+
+#[derive(Debug)]
+struct Sent {
+    accepted_at: Stage,
+    /// The new body, if the milter replaced it.
+    replaced: Option<Vec<u8>>,
+}
+
+/// Sends `msg` the way Postfix does, stopping at the first ACCEPT. Every other answer must be
+/// CONTINUE.
+async fn send(conn: &mut TestConnection, msg: &Msg) -> Sent {
+    let mut macros = vec![("i", "4QzXyR0Abc")];
+    macros.extend(msg.auth.map(|a| ("{auth_authen}", a)));
+    macros.extend(msg.client_addr.map(|a| ("{client_addr}", a)));
+    conn.macros(MacroStage::Mail, macros).await.unwrap();
+
+    let accepted = |stage, status| match status {
+        Status::Accept => Some(Sent {
+            accepted_at: stage,
+            replaced: None,
+        }),
+        Status::Continue => None,
+        other => panic!("unexpected {other:?} at {stage:?}"),
+    };
+    let status = conn.mail([format!("<{}>", msg.sender)]).await.unwrap();
+    if let Some(sent) = accepted(Stage::Mail, status) {
+        return sent;
+    }
+    for rcpt in &msg.rcpts {
+        let status = conn.rcpt([format!("<{rcpt}>")]).await.unwrap();
+        if let Some(sent) = accepted(Stage::Rcpt, status) {
+            return sent;
+        }
+    }
+    for (name, value) in &msg.headers {
+        let status = conn.header(*name, *value).await.unwrap();
+        if let Some(sent) = accepted(Stage::Header, status) {
+            return sent;
+        }
+    }
+    if !conn.negotiated_opts().contains(ProtoOpts::NO_EOH) {
+        if let Some(sent) = accepted(Stage::Eoh, conn.eoh().await.unwrap()) {
+            return sent;
+        }
+    }
+    let chunk = if msg.chunk == 0 {
+        msg.body.len().max(1)
+    } else {
+        msg.chunk
+    };
+    for piece in msg.body.chunks(chunk) {
+        let status = conn.body(piece.to_vec()).await.unwrap();
+        if let Some(sent) = accepted(Stage::Body, status) {
+            return sent;
+        }
+    }
+    let (actions, status) = conn.eom().await.unwrap();
+    assert_eq!(status, Status::Accept, "end of message");
+    let mut replaced: Option<Vec<u8>> = None;
+    for action in &actions.actions {
+        match action {
+            EomAction::ReplaceBody { chunk } => {
+                replaced.get_or_insert_default().extend_from_slice(chunk)
+            }
+            other => panic!("unexpected action {other:?}"),
+        }
+    }
+    assert_eq!(actions.has_replaced_body(any()), replaced.is_some());
+    if let Some(body) = &replaced {
+        assert!(actions.has_replaced_body(body.as_slice()));
+    }
+    Sent {
+        accepted_at: Stage::Eom,
+        replaced,
+    }
+}
+
+/// The tracking ids of every pixel URL in `body`, and `body` with each id replaced by `<ID>`.
+/// Panics unless each id is 22 base64url characters.
+#[track_caller]
+fn pixel_ids(body: &[u8]) -> (Vec<String>, Vec<u8>) {
+    let is_b64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let mut ids = Vec::new();
+    let mut normalized = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest
+        .windows(PIXEL.len())
+        .position(|w| w == PIXEL.as_bytes())
+    {
+        let after = &rest[at + PIXEL.len()..];
+        let len = after.iter().take_while(|&&b| is_b64url(b)).count();
+        assert_eq!(
+            len,
+            22,
+            "tracking id in {:?}",
+            String::from_utf8_lossy(body)
+        );
+        ids.push(String::from_utf8(after[..len].to_vec()).unwrap());
+        normalized.extend_from_slice(&rest[..at + PIXEL.len()]);
+        normalized.extend_from_slice(b"<ID>");
+        rest = &after[len..];
+    }
+    normalized.extend_from_slice(rest);
+    (ids, normalized)
+}
+
+/// Asserts `sent` is a tracked message with exactly one pixel and returns its tracking id.
+#[track_caller]
+fn one_pixel(sent: &Sent) -> String {
+    assert_eq!(sent.accepted_at, Stage::Eom);
+    let body = sent.replaced.as_ref().expect("the body was not replaced");
+    let (ids, _) = pixel_ids(body);
+    assert_eq!(
+        ids.len(),
+        1,
+        "pixels in {:?}",
+        String::from_utf8_lossy(body)
+    );
+    ids.into_iter().next().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn tracked_html_gets_one_pixel_and_a_row() -> anyhow::Result<()> {
+    let fx = fixture()?;
+    // The TCP path of `--socket inet:`, with TCP_NODELAY and TCP_QUICKACK.
+    let milter = Milter::spawn(fx.db_path.clone(), Limits::default(), true).await;
+    let mut conn = milter.connect(peer(Some(INTERNET))).await;
+
+    let sent = send(&mut conn, &tracked()).await;
+    let id = one_pixel(&sent);
+    let body = sent.replaced.as_ref().unwrap();
+    let text = String::from_utf8(body.clone())?;
+    assert!(text.starts_with("<html><body><p>hi</p>"), "{text:?}");
+    assert!(text.ends_with("</body></html>\r\n"), "{text:?}");
+    assert_eq!(
+        fx.rows(),
+        [Row {
+            message_id: id,
+            sender: "news@example.test".into(),
+            recipient: "a@x.test,b@y.test".into(),
+            subject: "Grüße".into(),
+            alias_id: Some(fx.news_id),
+        }]
+    );
+
+    conn.close().await?;
+    milter.shutdown().await;
+    Ok(())
+}
+
+/// Stalwart's chunk sweep: the body in chunks of every size from 1 byte to all of it. The rewrite
+/// sees the same bytes each time, so the result may differ only in the random tracking id.
+#[tokio::test]
+async fn every_body_chunk_size_gives_the_same_result() -> anyhow::Result<()> {
+    const ALTERNATIVE_HEADERS: &[(&str, &str)] = &[
+        ("From", "News <news@example.test>"),
+        ("To", "a@x.test, b@y.test"),
+        ("Subject", "=?utf-8?q?Gr=C3=BC=C3=9Fe?="),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", "multipart/alternative; boundary=\"b1\""),
+    ];
+    const ALTERNATIVE: &[u8] = b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi there\r\n\
+        --b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+        <html><head><title>x</title></head><body class=\"m\"><p>hi <b>there</b></p></body></html>\r\n\
+        --b1--\r\n";
+    let cases: &[(&str, Msg)] = &[
+        ("text/html", tracked()),
+        (
+            "multipart/alternative",
+            tracked()
+                .with_headers(ALTERNATIVE_HEADERS)
+                .with_body(ALTERNATIVE),
+        ),
+    ];
+
+    let fx = fixture()?;
+    let milter = fx.milter(Limits::default()).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for (name, msg) in cases {
+        let mut conn = milter.connect(peer(Some(INTERNET))).await;
+        let mut first: Option<Vec<u8>> = None;
+        for chunk in 1..=msg.body.len() {
+            let msg = Msg {
+                chunk,
+                ..msg.clone()
+            };
+            let sent = send(&mut conn, &msg).await;
+            let id = one_pixel(&sent);
+            assert!(ids.insert(id), "{name}: tracking id reused");
+            let (_, normalized) = pixel_ids(sent.replaced.as_ref().unwrap());
+            match &first {
+                None => first = Some(normalized),
+                Some(first) => assert_eq!(
+                    String::from_utf8_lossy(&normalized),
+                    String::from_utf8_lossy(first),
+                    "{name}: chunk size {chunk}"
+                ),
+            }
+        }
+        conn.close().await?;
+    }
+    let recorded: std::collections::BTreeSet<_> =
+        fx.rows().into_iter().map(|r| r.message_id).collect();
+    assert_eq!(recorded, ids);
+
+    milter.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
+    const TEXT_HEADERS: &[(&str, &str)] = &[
+        ("From", "News <news@example.test>"),
+        ("To", "a@x.test"),
+        ("Subject", "plain"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", "text/plain; charset=utf-8"),
+    ];
+    const DKIM_HEADERS: &[(&str, &str)] = &[
+        (
+            "DKIM-Signature",
+            "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test; s=mail; h=from:to:subject; bh=x; b=y",
+        ),
+        ("From", "News <news@example.test>"),
+        ("To", "a@x.test"),
+        ("Subject", "signed upstream"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", "text/html; charset=utf-8"),
+    ];
+    const SIGNED_HEADERS: &[(&str, &str)] = &[
+        ("From", "News <news@example.test>"),
+        ("To", "a@x.test"),
+        ("Subject", "S/MIME"),
+        ("MIME-Version", "1.0"),
+        (
+            "Content-Type",
+            "multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"sig\"",
+        ),
+    ];
+    const SIGNED: &[u8] = b"--sig\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+        <html><body><p>hi</p></body></html>\r\n\
+        --sig\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+        Content-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQExDzANBglghkgBZQMEAgEFADCABgkqhkiG9w0BBwEAAA==\r\n\
+        --sig--\r\n";
+    let big_html = {
+        let mut b = b"<html><body>".to_vec();
+        b.resize(200 - b"</body></html>\r\n".len(), b'x');
+        b.extend_from_slice(b"</body></html>\r\n");
+        b
+    };
+    assert_eq!(big_html.len(), 200);
+    let small = Limits {
+        max_body: 100,
+        ..Limits::default()
+    };
+
+    struct Case {
+        name: &'static str,
+        msg: Msg,
+        limits: Limits,
+        db_missing: bool,
+        accepted_at: Stage,
+    }
+    let case = |name, msg, accepted_at| Case {
+        name,
+        msg,
+        limits: Limits::default(),
+        db_missing: false,
+        accepted_at,
+    };
+    let cases = [
+        case(
+            "internet mail claiming a tracked sender",
+            Msg {
+                auth: None,
+                ..tracked()
+            },
+            Stage::Mail,
+        ),
+        case(
+            "authenticated, untracked alias",
+            Msg {
+                sender: "info@example.test",
+                ..tracked()
+            },
+            Stage::Mail,
+        ),
+        case(
+            "authenticated, sender not an alias",
+            Msg {
+                sender: "alice@example.test",
+                ..tracked()
+            },
+            Stage::Mail,
+        ),
+        case(
+            "authenticated, sender in a foreign domain",
+            Msg {
+                sender: "news@elsewhere.test",
+                ..tracked()
+            },
+            Stage::Mail,
+        ),
+        case(
+            "null sender",
+            Msg {
+                sender: "",
+                ..tracked()
+            },
+            Stage::Mail,
+        ),
+        case(
+            "DKIM-Signature present",
+            tracked().with_headers(DKIM_HEADERS),
+            Stage::Header,
+        ),
+        case(
+            "plain text, no HTML",
+            tracked()
+                .with_headers(TEXT_HEADERS)
+                .with_body(b"<html><body><p>hi</p></body></html>\r\n"),
+            Stage::Eom,
+        ),
+        case(
+            "multipart/signed",
+            tracked().with_headers(SIGNED_HEADERS).with_body(SIGNED),
+            Stage::Eom,
+        ),
+        Case {
+            limits: small.clone(),
+            ..case(
+                "body over max_body, one chunk",
+                tracked().with_body(&big_html),
+                Stage::Body,
+            )
+        },
+        Case {
+            limits: small.clone(),
+            ..case(
+                "body over max_body, 64-byte chunks",
+                Msg {
+                    chunk: 64,
+                    ..tracked().with_body(&big_html)
+                },
+                Stage::Body,
+            )
+        },
+        Case {
+            db_missing: true,
+            ..case("database file missing", tracked(), Stage::Mail)
+        },
+    ];
+
+    for Case {
+        name,
+        msg,
+        limits,
+        db_missing,
+        accepted_at,
+    } in cases
+    {
+        let fx = fixture()?;
+        let db_path = if db_missing {
+            fx.dir.path().join("missing").join("mailserver.db")
+        } else {
+            fx.db_path.clone()
+        };
+        let milter = Milter::spawn(db_path.clone(), limits, false).await;
+        let mut conn = milter.connect(peer(msg.client_addr)).await;
+        let sent = send(&mut conn, &msg).await;
+        assert_eq!(sent.accepted_at, accepted_at, "{name}");
+        assert!(sent.replaced.is_none(), "{name}: body replaced");
+        assert_eq!(fx.rows(), [], "{name}: row written");
+        if db_missing {
+            assert!(!db_path.exists(), "{name}: the milter created a database");
+        }
+        conn.close().await?;
+        milter.shutdown().await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn local_submission_is_tracked() -> anyhow::Result<()> {
+    let cases = [
+        ("SMTP from 127.0.0.1, no auth", Some("127.0.0.1")),
+        ("SMTP from ::1, no auth", Some("::1")),
+        ("non-SMTP (sendmail), no client address", None),
+    ];
+    let fx = fixture()?;
+    let milter = fx.milter(Limits::default()).await;
+    for (i, (name, client_addr)) in cases.into_iter().enumerate() {
+        let msg = Msg {
+            auth: None,
+            client_addr,
+            ..tracked()
+        };
+        let mut conn = milter.connect(peer(client_addr)).await;
+        let sent = send(&mut conn, &msg).await;
+        assert_eq!(sent.accepted_at, Stage::Eom, "{name}");
+        let id = one_pixel(&sent);
+        let rows = fx.rows();
+        assert_eq!(rows.len(), i + 1, "{name}");
+        assert_eq!(rows[i].message_id, id, "{name}");
+        assert_eq!(rows[i].alias_id, Some(fx.news_id), "{name}");
+        conn.close().await?;
+    }
+    milter.shutdown().await;
+    Ok(())
+}
+
+/// Untracked mail gets ACCEPT at MAIL FROM, so Postfix sends the milter nothing more for it;
+/// tracked mail gets CONTINUE. All on one connection, as smtpd reuses it for every transaction.
+#[tokio::test]
+async fn mail_from_answer() -> anyhow::Result<()> {
+    let cases: &[(
+        &str,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+        Status,
+    )] = &[
+        (
+            "internet, tracked sender",
+            None,
+            Some(INTERNET),
+            "news@example.test",
+            Status::Accept,
+        ),
+        (
+            "internet, stranger",
+            None,
+            Some(INTERNET),
+            "someone@elsewhere.test",
+            Status::Accept,
+        ),
+        (
+            "authenticated, tracked",
+            Some("alice@example.test"),
+            Some(INTERNET),
+            "news@example.test",
+            Status::Continue,
+        ),
+        (
+            "authenticated, untracked alias",
+            Some("alice@example.test"),
+            Some(INTERNET),
+            "info@example.test",
+            Status::Accept,
+        ),
+        (
+            "authenticated, not an alias",
+            Some("alice@example.test"),
+            Some(INTERNET),
+            "alice@example.test",
+            Status::Accept,
+        ),
+        (
+            "authenticated, null sender",
+            Some("alice@example.test"),
+            Some(INTERNET),
+            "",
+            Status::Accept,
+        ),
+        (
+            "local, tracked",
+            None,
+            Some("127.0.0.1"),
+            "news@example.test",
+            Status::Continue,
+        ),
+        (
+            "local, untracked alias",
+            None,
+            Some("127.0.0.1"),
+            "info@example.test",
+            Status::Accept,
+        ),
+        (
+            "non-SMTP, tracked",
+            None,
+            None,
+            "news@example.test",
+            Status::Continue,
+        ),
+    ];
+    let fx = fixture()?;
+    let milter = fx.milter(Limits::default()).await;
+    let mut conn = milter.connect(peer(Some(INTERNET))).await;
+    for (name, auth, client_addr, sender, want) in cases {
+        let mut macros = vec![("i", "4QzXyR0Abc")];
+        macros.extend(auth.map(|a| ("{auth_authen}", a)));
+        macros.extend(client_addr.map(|a| ("{client_addr}", a)));
+        conn.macros(MacroStage::Mail, macros).await?;
+        let status = conn.mail([format!("<{sender}>")]).await?;
+        assert_eq!(&status, want, "{name}");
+        if status == Status::Continue {
+            // RSET: Postfix aborts the transaction it will not finish.
+            conn.rcpt(["<a@x.test>"]).await?;
+            conn.abort().await?;
+        }
+    }
+    // Nothing of the aborted transactions leaks into the next one.
+    let sent = send(
+        &mut conn,
+        &Msg {
+            rcpts: vec!["c@z.test"],
+            ..tracked()
+        },
+    )
+    .await;
+    let id = one_pixel(&sent);
+    let rows = fx.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].message_id.as_str(), rows[0].recipient.as_str()),
+        (id.as_str(), "c@z.test")
+    );
+
+    conn.close().await?;
+    milter.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn broken_mime_passes_unchanged_and_the_session_goes_on() -> anyhow::Result<()> {
+    const BROKEN_HEADERS: &[(&str, &str)] = &[
+        ("From", "News <news@example.test>"),
+        ("To", "a@x.test, b@y.test"),
+        ("Subject", "broken"),
+        ("MIME-Version", "1.0"),
+        (
+            "Content-Type",
+            "multipart/alternative; boundary=\"never-there\"",
+        ),
+    ];
+    const BROKEN: &[u8] = b"--other\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+        <html><body><p>hi</p></body></html>\r\n--other--\r\n";
+    let fx = fixture()?;
+    let milter = fx.milter(Limits::default()).await;
+    let mut conn = milter.connect(peer(Some(INTERNET))).await;
+
+    let sent = send(
+        &mut conn,
+        &tracked().with_headers(BROKEN_HEADERS).with_body(BROKEN),
+    )
+    .await;
+    assert_eq!(sent.accepted_at, Stage::Eom);
+    assert!(sent.replaced.is_none(), "broken MIME was rewritten");
+    assert_eq!(fx.rows(), []);
+
+    // The same connection serves the next message.
+    let sent = send(&mut conn, &tracked()).await;
+    let id = one_pixel(&sent);
+    let rows = fx.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].message_id, id);
+
+    conn.close().await?;
+    milter.shutdown().await;
+    Ok(())
+}

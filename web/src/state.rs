@@ -1,0 +1,54 @@
+//! Shared application state and the database helper that keeps SQLite off the async threads.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use mailserver::db::Pool;
+use mailserver::settings::Paths;
+
+use crate::auth::Auth;
+use crate::error::WebError;
+use crate::pixel::Recorder;
+
+/// Everything a handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub paths: Arc<Paths>,
+    pub auth: Arc<Auth>,
+    pub pixel: Recorder,
+    /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<Vec<IpAddr>>,
+}
+
+/// The database pool, used only through [`Db::call`].
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl Db {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// Runs `f` with a pooled connection on tokio's blocking pool. The connection is taken inside the
+    /// closure, so none is ever held across an `.await`.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, WebError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<R, WebError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| WebError::Internal(e.to_string()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| WebError::Internal(format!("database task failed: {e}")))?
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}

@@ -1,0 +1,158 @@
+//! Test harness: the whole router over a real temporary SQLite database, driven in-process.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, StatusCode, header};
+use base64::Engine as _;
+use http_body_util::BodyExt as _;
+use mailserver::settings::{Paths, Settings};
+use mailserver_web::{AppState, Db, auth::Auth, pixel::Recorder};
+use tower::ServiceExt as _;
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub state: AppState,
+    pub router: axum::Router,
+    pub writer: Option<tokio::task::JoinHandle<()>>,
+    /// The session cookie once logged in.
+    pub cookie: Option<String>,
+    pub csrf: Option<String>,
+    pub peer: SocketAddr,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+pub fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("web")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::create_dir_all(paths.db_dir()).unwrap();
+        let pool = mailserver::db::open(&paths.db(), 4).unwrap();
+        {
+            let conn = pool.get().unwrap();
+            let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();
+            Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
+            mailserver::store::admins::ensure_default(&conn).unwrap();
+        }
+        let db = Db::new(pool);
+        let (pixel, writer) = Recorder::start(db.clone());
+        let state = AppState {
+            db,
+            paths: Arc::new(paths),
+            auth: Arc::new(Auth::default()),
+            pixel,
+            trusted_proxies: Arc::new(vec!["10.0.0.1".parse().unwrap()]),
+        };
+        let router = mailserver_web::app(state.clone());
+        Self {
+            dir,
+            state,
+            router,
+            writer: Some(writer),
+            cookie: None,
+            csrf: None,
+            peer: "192.0.2.10:50000".parse().unwrap(),
+        }
+    }
+
+    pub fn conn(&self) -> mailserver::db::PooledConnection {
+        self.state.db.pool().get().unwrap()
+    }
+
+    pub async fn send(&self, mut req: Request<Body>) -> Reply {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let resp: Response<Body> = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    fn with_cookie(&self, b: axum::http::request::Builder) -> axum::http::request::Builder {
+        match &self.cookie {
+            Some(c) => b.header(header::COOKIE, format!("ms_session={c}")),
+            None => b,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        let req = self
+            .with_cookie(Request::get(uri))
+            .body(Body::empty())
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// Logs in with Basic auth and keeps the session cookie and CSRF token.
+    pub async fn login(&mut self, user: &str, pass: &str) -> Reply {
+        let req = Request::get("/")
+            .header(header::AUTHORIZATION, basic(user, pass))
+            .body(Body::empty())
+            .unwrap();
+        let reply = self.send(req).await;
+        if let Some(c) = reply.headers.get(header::SET_COOKIE) {
+            let c = c.to_str().unwrap();
+            self.cookie = Some(
+                c.split(';')
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("ms_session=")
+                    .to_string(),
+            );
+        }
+        self.refresh_csrf().await;
+        reply
+    }
+
+    /// Reads the CSRF token from a page that has a form.
+    pub async fn refresh_csrf(&mut self) {
+        let page = self.get("/settings").await.body;
+        self.csrf = page
+            .split("name=\"_csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .or_else(|| self.csrf.clone());
+    }
+
+    /// POSTs a urlencoded form, adding the CSRF token unless `fields` has `_csrf` already.
+    pub async fn post(&self, uri: &str, fields: &[(&str, &str)]) -> Reply {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        if !fields.iter().any(|(k, _)| *k == "_csrf") {
+            if let Some(t) = &self.csrf {
+                form.append_pair("_csrf", t);
+            }
+        }
+        for (k, v) in fields {
+            form.append_pair(k, v);
+        }
+        let req = self
+            .with_cookie(Request::post(uri))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.finish()))
+            .unwrap();
+        self.send(req).await
+    }
+}
