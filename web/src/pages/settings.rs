@@ -1,9 +1,336 @@
-//! Placeholder: filled in by its own change.
+//! Settings: the admin's own password and two-factor authentication (TOTP).
+//!
+//! 2FA is enabled in two steps: a secret is generated and shown (QR code and text) while 2FA stays
+//! off; only a correct code from the authenticator turns it on. Disabling needs the password and a
+//! current code. Each change ends the admin's other sessions.
 
-use axum::Router;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::{Markup, PreEscaped, html};
+use serde::Deserialize;
 
+use crate::auth::{self, Admin};
+use crate::error::WebError;
+use crate::pages::redirect_with;
 use crate::state::AppState;
+use crate::views::{self, Flash};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/settings", get(show))
+        .route("/settings/password", post(change_password))
+        .route("/settings/2fa/start", post(start_2fa))
+        .route("/settings/2fa/confirm", post(confirm_2fa))
+        .route("/settings/2fa/disable", post(disable_2fa))
+}
+
+const MIN_PASSWORD: usize = 10;
+const ISSUER: &str = "mailserver";
+
+#[derive(Debug, Clone, Default)]
+struct TotpState {
+    enabled: bool,
+    /// A secret waiting for its first correct code (2FA still off).
+    pending: Option<String>,
+}
+
+fn totp_state(conn: &rusqlite::Connection, username: &str) -> rusqlite::Result<TotpState> {
+    conn.query_row(
+        "SELECT totp_enabled, totp_secret FROM admins WHERE username = ?1",
+        [username],
+        |r| {
+            let enabled: bool = r.get(0)?;
+            let secret: Option<String> = r.get(1)?;
+            Ok(TotpState {
+                enabled,
+                pending: if enabled { None } else { secret },
+            })
+        },
+    )
+}
+
+/// Errors shown next to the fields of one form.
+#[derive(Debug, Default)]
+struct Errors {
+    current: Option<String>,
+    new: Option<String>,
+    confirm: Option<String>,
+    code: Option<String>,
+    disable: Option<String>,
+}
+
+fn otpauth_url(username: &str, secret: &str) -> String {
+    format!(
+        "otpauth://totp/{ISSUER}:{username}?secret={secret}&issuer={ISSUER}&algorithm=SHA1&digits=6&period=30"
+    )
+}
+
+fn qr_svg(data: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(data.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+fn render(admin: &Admin, totp: &TotpState, errors: &Errors, flash: Option<&Flash>) -> Markup {
+    let content = html! {
+        h2 { "Password" }
+        form.box method="post" action="/settings/password" {
+            (views::csrf_field(admin))
+            (views::field("Current password", "current", "password", "", errors.current.as_deref()))
+            (views::field("New password", "new", "password", "", errors.new.as_deref()))
+            (views::field("Repeat the new password", "confirm", "password", "", errors.confirm.as_deref()))
+            button type="submit" { "Change password" }
+        }
+        h2 { "Two-factor authentication" }
+        @if totp.enabled {
+            p { span.pill.on { "on" } " Log in with your password followed by the 6-digit code from your authenticator app." }
+            form.box method="post" action="/settings/2fa/disable" {
+                (views::csrf_field(admin))
+                (views::field("Password", "password", "password", "", None))
+                (views::field("Current code", "code", "text", "", errors.disable.as_deref()))
+                button.danger type="submit" { "Turn off 2FA" }
+            }
+        } @else if let Some(secret) = &totp.pending {
+            p { "Scan this code with an authenticator app (or type the secret), then enter the code it shows. 2FA is on only after that." }
+            div.qr { @if let Some(svg) = qr_svg(&otpauth_url(&admin.username, secret)) { (PreEscaped(svg)) } }
+            p { "Secret: " code #totp-secret { (secret) } " " button.secondary type="button" data-copy="totp-secret" { "Copy" } }
+            form.box method="post" action="/settings/2fa/confirm" {
+                (views::csrf_field(admin))
+                (views::field("Code from the app", "code", "text", "", errors.code.as_deref()))
+                button type="submit" { "Turn on 2FA" }
+            }
+        } @else {
+            p { span.pill.off { "off" } " Protect the dashboard with a time-based code (TOTP) in addition to the password." }
+            form.box method="post" action="/settings/2fa/start" {
+                (views::csrf_field(admin))
+                button type="submit" { "Set up 2FA" }
+            }
+        }
+    };
+    views::page("Settings", admin, "/settings", flash, content)
+}
+
+async fn page(
+    state: &AppState,
+    admin: &Admin,
+    errors: Errors,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let user = admin.username.clone();
+    let totp = state
+        .db
+        .call(move |conn| Ok(totp_state(conn, &user)?))
+        .await?;
+    let flash = state.auth.take_flash(&admin.session_id);
+    Ok((status, render(admin, &totp, &errors, flash.as_ref())).into_response())
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+) -> Result<Response, WebError> {
+    page(&state, &admin, Errors::default(), StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    current: String,
+    new: String,
+    confirm: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, WebError> {
+    let mut errors = Errors::default();
+    if form.new.chars().count() < MIN_PASSWORD {
+        errors.new = Some(format!("Use at least {MIN_PASSWORD} characters."));
+    } else if form.new == mailserver::store::admins::DEFAULT_PASSWORD {
+        errors.new = Some("That is the default password.".into());
+    } else if form.new.contains(['\r', '\n', '\0']) {
+        errors.new = Some("The password cannot contain line breaks.".into());
+    }
+    if form.confirm != form.new {
+        errors.confirm = Some("The two new passwords differ.".into());
+    }
+    let user = admin.username.clone();
+    let current = form.current.clone();
+    let current_ok = state
+        .db
+        .call(move |conn| {
+            let hash = mailserver::store::admins::password_hash(conn, &user)?;
+            Ok(hash.is_some_and(|h| mailserver::password::verify(&current, &h)))
+        })
+        .await?;
+    if !current_ok {
+        errors.current = Some("That is not your current password.".into());
+    }
+    if errors.current.is_some() || errors.new.is_some() || errors.confirm.is_some() {
+        return page(&state, &admin, errors, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    let user = admin.username.clone();
+    state
+        .db
+        .call(move |conn| {
+            let hash = mailserver::password::hash(&form.new).map_err(|e| WebError::BadRequest(e.to_string()))?;
+            conn.execute(
+                "UPDATE admins SET password_hash = ?2, updated_at = datetime('now') WHERE username = ?1",
+                (&user, hash),
+            )?;
+            Ok(())
+        })
+        .await?;
+    state.auth.set_default_password(&admin.username, false);
+    state
+        .auth
+        .end_other_sessions(&admin.username, &admin.session_id);
+    tracing::info!(username = admin.username, "admin password changed");
+    Ok(redirect_with(
+        &state,
+        &admin,
+        "/settings",
+        Flash::ok("Password changed."),
+    ))
+}
+
+fn new_secret() -> String {
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    totp_rs::Secret::from(bytes.to_vec()).to_base32()
+}
+
+async fn start_2fa(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+) -> Result<Response, WebError> {
+    let user = admin.username.clone();
+    state
+        .db
+        .call(move |conn| {
+            conn.execute(
+                "UPDATE admins SET totp_secret = ?2, updated_at = datetime('now') WHERE username = ?1 AND totp_enabled = 0",
+                (&user, new_secret()),
+            )?;
+            Ok(())
+        })
+        .await?;
+    Ok(redirect_with(
+        &state,
+        &admin,
+        "/settings",
+        Flash::ok("Scan the code, then confirm with a code from the app."),
+    ))
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    code: String,
+}
+
+async fn confirm_2fa(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<CodeForm>,
+) -> Result<Response, WebError> {
+    let user = admin.username.clone();
+    let code = form.code.trim().to_string();
+    let enabled = state
+        .db
+        .call(move |conn| {
+            let totp = totp_state(conn, &user)?;
+            let Some(secret) = totp.pending else { return Ok(false) };
+            let Some(step) = auth::totp_step(&secret, &code) else { return Ok(false) };
+            if !auth::consume_step(conn, &user, step)? {
+                return Ok(false);
+            }
+            conn.execute(
+                "UPDATE admins SET totp_enabled = 1, updated_at = datetime('now') WHERE username = ?1",
+                [&user],
+            )?;
+            Ok(true)
+        })
+        .await?;
+    if !enabled {
+        let errors = Errors {
+            code: Some(
+                "That code is not valid (or was used already). Check the time on your phone."
+                    .into(),
+            ),
+            ..Errors::default()
+        };
+        return page(&state, &admin, errors, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    state
+        .auth
+        .end_other_sessions(&admin.username, &admin.session_id);
+    tracing::info!(username = admin.username, "2FA enabled");
+    Ok(redirect_with(
+        &state,
+        &admin,
+        "/settings",
+        Flash::ok("2FA is on. From now on, log in with your password followed by the code."),
+    ))
+}
+
+#[derive(Deserialize)]
+struct DisableForm {
+    password: String,
+    code: String,
+}
+
+async fn disable_2fa(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+    Form(form): Form<DisableForm>,
+) -> Result<Response, WebError> {
+    let user = admin.username.clone();
+    let disabled = state
+        .db
+        .call(move |conn| {
+            let row: Option<(String, Option<String>)> = rusqlite::OptionalExtension::optional(conn.query_row(
+                "SELECT password_hash, totp_secret FROM admins WHERE username = ?1 AND totp_enabled = 1",
+                [&user],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            ))?;
+            let Some((hash, Some(secret))) = row else { return Ok(false) };
+            if !mailserver::password::verify(&form.password, &hash) {
+                return Ok(false);
+            }
+            let Some(step) = auth::totp_step(&secret, form.code.trim()) else { return Ok(false) };
+            if !auth::consume_step(conn, &user, step)? {
+                return Ok(false);
+            }
+            conn.execute(
+                "UPDATE admins SET totp_enabled = 0, totp_secret = NULL, updated_at = datetime('now') WHERE username = ?1",
+                [&user],
+            )?;
+            Ok(true)
+        })
+        .await?;
+    if !disabled {
+        let errors = Errors {
+            disable: Some("The password or the code is wrong.".into()),
+            ..Errors::default()
+        };
+        return page(&state, &admin, errors, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    state
+        .auth
+        .end_other_sessions(&admin.username, &admin.session_id);
+    tracing::info!(username = admin.username, "2FA disabled");
+    Ok(redirect_with(
+        &state,
+        &admin,
+        "/settings",
+        Flash::ok("2FA is off."),
+    ))
 }
