@@ -76,7 +76,7 @@ async fn overview(
             @for (label, n, href) in [("Domains", counts.domains, "/domains"), ("Accounts", counts.accounts, "/accounts"),
                                       ("Aliases", counts.aliases, "/aliases"), ("Tracked messages", counts.tracked, "/tracking"),
                                       ("Opens, last 7 days", counts.opens_7d, "/tracking")] {
-                a.card href=(href) style="text-decoration:none;color:inherit" {
+                a.card href=(href) {
                     div.num { (n) }
                     div.label { (label) }
                 }
