@@ -159,6 +159,7 @@ async fn on_mail(milter: Arc<Milter>, cx: &mut Context<Message>, args: Vec<CStri
     let Ok(address) = Address::parse(&sender) else {
         return Status::Accept;
     };
+    let sender = address.to_string(); // lower-cased, as stored
     let looked_up = milter
         .db("tracking lookup", move |p| {
             Ok(match p.tracked_alias(&address)? {

@@ -1,16 +1,20 @@
 //! The milter callbacks, driven over the real milter protocol.
 //!
 //! Each test starts the milter in-process on 127.0.0.1:0 (as indymilter's own `tests/common` does),
-//! with [`session::callbacks`] and [`session::config`] over a temporary database prepared with the
-//! library, and talks to it with `indymilter-test` the way Postfix would: macros, MAIL, RCPT,
-//! headers, body chunks, end of message. A well-behaved MTA sends nothing more for a message once
-//! the milter answered ACCEPT, and [`send`] stops there too.
+//! with the production [`session::callbacks`] and [`session::config`] over a temporary database
+//! prepared with the library, and talks to it with `indymilter-test` the way Postfix does: macros,
+//! MAIL, RCPT, headers, body chunks, end of message. Like Postfix, [`send`] skips the stages the
+//! milter turned off at negotiation and sends nothing more for a message once the milter answered
+//! ACCEPT.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use indymilter_test::{EomAction, MacroStage, ProtoOpts, SocketInfo, Status, TestConnection, any};
+use indymilter_test::{
+    Actions, EomAction, MacroStage, ProtoOpts, SocketInfo, Status, TestConnection, any,
+};
 use mailserver::db::Pool;
 use mailserver::names::{AliasSource, Destinations, Domain};
 use mailserver_milter::listener::LowLatencyTcpListener;
@@ -23,11 +27,19 @@ const PIXEL: &str = "https://mx.example.test/pixel?id=";
 const HTML: &[u8] = b"<html><body><p>hi</p></body></html>\r\n";
 const INTERNET: &str = "192.0.2.7";
 
+const HTML_HEADERS: &[(&str, &str)] = &[
+    ("From", "News <news@example.test>"),
+    ("To", "a@x.test, b@y.test"),
+    ("Subject", "=?utf-8?q?Gr=C3=BC=C3=9Fe?="),
+    ("MIME-Version", "1.0"),
+    ("Content-Type", "text/html; charset=utf-8"),
+];
+
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-/// A database prepared as `mailserver init` + the CLI would: one domain, a tracked alias (news@)
-/// and an untracked one (info@).
+/// A database prepared as `mailserver init` and the CLI would: one domain, a tracked alias (news@)
+/// and an untracked one (info@), both forwarding to alice@.
 struct Fixture {
     dir: tempfile::TempDir,
     db_path: PathBuf,
@@ -36,7 +48,11 @@ struct Fixture {
 }
 
 fn fixture() -> anyhow::Result<Fixture> {
-    let dir = tempfile::tempdir()?;
+    prepare(tempfile::tempdir()?)
+}
+
+/// Creates the database as `mailserver.db` in `dir`.
+fn prepare(dir: tempfile::TempDir) -> anyhow::Result<Fixture> {
     let db_path = dir.path().join("mailserver.db");
     let pool = mailserver::db::open(&db_path, 1)?;
     let news_id = {
@@ -97,7 +113,7 @@ impl Fixture {
         .unwrap()
     }
 
-    /// The milter on this fixture's database.
+    /// The milter on this fixture's database, on a plain `tokio::net::TcpListener`.
     async fn milter(&self, limits: Limits) -> Milter {
         Milter::spawn(self.db_path.clone(), limits, false).await
     }
@@ -111,9 +127,11 @@ struct Milter {
 }
 
 impl Milter {
-    /// Binds 127.0.0.1:0 and runs the production callbacks and configuration; `low_latency` wraps
-    /// the listener in [`LowLatencyTcpListener`] (TCP_NODELAY, TCP_QUICKACK), as `--socket inet:` does.
+    /// Binds 127.0.0.1:0 and runs the production callbacks and configuration. `low_latency` wraps
+    /// the listener in [`LowLatencyTcpListener`] (TCP_NODELAY, TCP_QUICKACK), as `--socket inet:`
+    /// does.
     async fn spawn(db_path: PathBuf, limits: Limits, low_latency: bool) -> Self {
+        // The milter's logs show up under a failing test (RUST_LOG to change the level).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(
@@ -126,8 +144,9 @@ impl Milter {
         let callbacks = session::callbacks(session::Milter::new(db_path, limits));
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let task = if low_latency {
+            let listener = LowLatencyTcpListener(listener);
             tokio::spawn(indymilter::run(
-                LowLatencyTcpListener(listener),
+                listener,
                 callbacks,
                 session::config(),
                 shutdown_rx,
@@ -147,16 +166,14 @@ impl Milter {
         }
     }
 
-    /// A new milter connection, past negotiation, CONNECT and HELO, as smtpd opens it for a client.
+    /// A new milter connection, negotiated and past CONNECT and HELO, as smtpd opens one per client.
     async fn connect(&self, peer: SocketInfo) -> TestConnection {
         let mut conn = TestConnection::open(self.addr).await.unwrap();
         assert!(
-            conn.negotiated_actions()
-                .contains(indymilter_test::Actions::REPLACE_BODY),
+            conn.negotiated_actions().contains(Actions::REPLACE_BODY),
             "REPLACE_BODY was not negotiated: {:?}",
             conn.negotiated_actions()
         );
-        // Like Postfix, skip the stages the milter turned off; it needs these four.
         let opts = conn.negotiated_opts();
         for needed in [
             ProtoOpts::NO_MAIL,
@@ -191,8 +208,8 @@ impl Milter {
     }
 }
 
-fn peer(addr: Option<&str>) -> SocketInfo {
-    match addr {
+fn peer(client_addr: Option<&str>) -> SocketInfo {
+    match client_addr {
         Some(a) => SocketInfo::Inet(SocketAddr::new(a.parse::<IpAddr>().unwrap(), 40000)),
         None => SocketInfo::Unknown,
     }
@@ -203,7 +220,7 @@ fn peer(addr: Option<&str>) -> SocketInfo {
 struct Msg {
     /// `{auth_authen}`, the SASL login.
     auth: Option<&'static str>,
-    /// `{client_addr}`; `None` for Postfix's non-SMTP path (sendmail), which has no client.
+    /// `{client_addr}`; `None` on Postfix's non-SMTP path (sendmail), which has no client.
     client_addr: Option<&'static str>,
     sender: &'static str,
     rcpts: Vec<&'static str>,
@@ -212,14 +229,6 @@ struct Msg {
     /// Body chunk size; 0 sends the body in one piece.
     chunk: usize,
 }
-
-const HTML_HEADERS: &[(&str, &str)] = &[
-    ("From", "News <news@example.test>"),
-    ("To", "a@x.test, b@y.test"),
-    ("Subject", "=?utf-8?q?Gr=C3=BC=C3=9Fe?="),
-    ("MIME-Version", "1.0"),
-    ("Content-Type", "text/html; charset=utf-8"),
-];
 
 /// An HTML message from news@ (tracked), submitted by an authenticated user from the internet.
 fn tracked() -> Msg {
@@ -239,9 +248,18 @@ impl Msg {
         self.headers = headers.to_vec();
         self
     }
+
     fn with_body(mut self, body: &[u8]) -> Self {
         self.body = body.to_vec();
         self
+    }
+
+    /// The header block as the milter rebuilds it (`Name: value` CRLF lines).
+    fn header_len(&self) -> usize {
+        self.headers
+            .iter()
+            .map(|(n, v)| n.len() + 2 + v.len() + 2)
+            .sum()
     }
 }
 
@@ -263,14 +281,18 @@ struct Sent {
     replaced: Option<Vec<u8>>,
 }
 
-/// Sends `msg` the way Postfix does, stopping at the first ACCEPT. Every other answer must be
-/// CONTINUE.
-async fn send(conn: &mut TestConnection, msg: &Msg) -> Sent {
-    let mut macros = vec![("i", "4QzXyR0Abc")];
-    macros.extend(msg.auth.map(|a| ("{auth_authen}", a)));
-    macros.extend(msg.client_addr.map(|a| ("{client_addr}", a)));
+/// The MAIL-stage macros Postfix sends (`milter_mail_macros` in our main.cf).
+async fn mail_macros(conn: &mut TestConnection, auth: Option<&str>, client_addr: Option<&str>) {
+    let mut macros = vec![("i", "4QzXyR0Abc"), ("{daemon_name}", "ORIGINATING")];
+    macros.extend(auth.map(|a| ("{auth_authen}", a)));
+    macros.extend(client_addr.map(|a| ("{client_addr}", a)));
     conn.macros(MacroStage::Mail, macros).await.unwrap();
+}
 
+/// Sends `msg` the way Postfix does, stopping at the first ACCEPT. Any answer other than ACCEPT
+/// or CONTINUE fails the test, and so does any end-of-message action other than a body
+/// replacement.
+async fn send(conn: &mut TestConnection, msg: &Msg) -> Sent {
     let accepted = |stage, status| match status {
         Status::Accept => Some(Sent {
             accepted_at: stage,
@@ -279,7 +301,11 @@ async fn send(conn: &mut TestConnection, msg: &Msg) -> Sent {
         Status::Continue => None,
         other => panic!("unexpected {other:?} at {stage:?}"),
     };
-    let status = conn.mail([format!("<{}>", msg.sender)]).await.unwrap();
+    mail_macros(conn, msg.auth, msg.client_addr).await;
+    let status = conn
+        .mail([format!("<{}>", msg.sender), "BODY=8BITMIME".into()])
+        .await
+        .unwrap();
     if let Some(sent) = accepted(Stage::Mail, status) {
         return sent;
     }
@@ -295,10 +321,10 @@ async fn send(conn: &mut TestConnection, msg: &Msg) -> Sent {
             return sent;
         }
     }
-    if !conn.negotiated_opts().contains(ProtoOpts::NO_EOH) {
-        if let Some(sent) = accepted(Stage::Eoh, conn.eoh().await.unwrap()) {
-            return sent;
-        }
+    if !conn.negotiated_opts().contains(ProtoOpts::NO_EOH)
+        && let Some(sent) = accepted(Stage::Eoh, conn.eoh().await.unwrap())
+    {
+        return sent;
     }
     let chunk = if msg.chunk == 0 {
         msg.body.len().max(1)
@@ -333,7 +359,7 @@ async fn send(conn: &mut TestConnection, msg: &Msg) -> Sent {
 }
 
 /// The tracking ids of every pixel URL in `body`, and `body` with each id replaced by `<ID>`.
-/// Panics unless each id is 22 base64url characters.
+/// Fails unless each id is exactly 22 base64url characters.
 #[track_caller]
 fn pixel_ids(body: &[u8]) -> (Vec<String>, Vec<u8>) {
     let is_b64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
@@ -361,7 +387,7 @@ fn pixel_ids(body: &[u8]) -> (Vec<String>, Vec<u8>) {
     (ids, normalized)
 }
 
-/// Asserts `sent` is a tracked message with exactly one pixel and returns its tracking id.
+/// Asserts that the body of `sent` was replaced and has exactly one pixel; returns its id.
 #[track_caller]
 fn one_pixel(sent: &Sent) -> String {
     assert_eq!(sent.accepted_at, Stage::Eom);
@@ -381,35 +407,59 @@ fn one_pixel(sent: &Sent) -> String {
 
 #[tokio::test]
 async fn tracked_html_gets_one_pixel_and_a_row() -> anyhow::Result<()> {
+    const FOLDED_HEADERS: &[(&str, &str)] = &[
+        ("From", "News <news@example.test>"),
+        ("To", "a@x.test,\n\tb@y.test"),
+        ("Subject", "=?utf-8?q?Gr=C3=BC?=\n =?utf-8?q?=C3=9Fe?="),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", "text/html;\n\tcharset=utf-8"),
+    ];
+    // Postfix sends folded header values with bare LF line breaks.
+    let cases = [
+        ("one-line headers", HTML_HEADERS),
+        ("folded headers", FOLDED_HEADERS),
+    ];
+
     let fx = fixture()?;
     // The TCP path of `--socket inet:`, with TCP_NODELAY and TCP_QUICKACK.
     let milter = Milter::spawn(fx.db_path.clone(), Limits::default(), true).await;
     let mut conn = milter.connect(peer(Some(INTERNET))).await;
-
-    let sent = send(&mut conn, &tracked()).await;
-    let id = one_pixel(&sent);
-    let body = sent.replaced.as_ref().unwrap();
-    let text = String::from_utf8(body.clone())?;
-    assert!(text.starts_with("<html><body><p>hi</p>"), "{text:?}");
-    assert!(text.ends_with("</body></html>\r\n"), "{text:?}");
-    assert_eq!(
-        fx.rows(),
-        [Row {
-            message_id: id,
-            sender: "news@example.test".into(),
-            recipient: "a@x.test,b@y.test".into(),
-            subject: "Grüße".into(),
-            alias_id: Some(fx.news_id),
-        }]
-    );
+    for (i, (name, headers)) in cases.into_iter().enumerate() {
+        let sent = send(&mut conn, &tracked().with_headers(headers)).await;
+        let id = one_pixel(&sent);
+        let text = String::from_utf8(sent.replaced.unwrap())?;
+        let img = format!("<img src=\"{PIXEL}{id}\"");
+        assert!(
+            text.starts_with("<html><body><p>hi</p>"),
+            "{name}: {text:?}"
+        );
+        assert!(text.ends_with("</body></html>\r\n"), "{name}: {text:?}");
+        let at_img = text
+            .find(&img)
+            .unwrap_or_else(|| panic!("{name}: no {img} in {text:?}"));
+        assert!(at_img < text.find("</body>").unwrap(), "{name}: {text:?}");
+        assert_eq!(
+            fx.rows().get(i),
+            Some(&Row {
+                message_id: id,
+                sender: "news@example.test".into(),
+                recipient: "a@x.test,b@y.test".into(),
+                subject: "Grüße".into(),
+                alias_id: Some(fx.news_id),
+            }),
+            "{name}"
+        );
+    }
+    assert_eq!(fx.rows().len(), cases.len());
 
     conn.close().await?;
     milter.shutdown().await;
     Ok(())
 }
 
-/// Stalwart's chunk sweep: the body in chunks of every size from 1 byte to all of it. The rewrite
-/// sees the same bytes each time, so the result may differ only in the random tracking id.
+/// Stalwart's chunk sweep: the body in chunks of every size from 1 byte to all of it, one message
+/// per size on one connection. The milter must rebuild the same bytes each time, so the results
+/// may differ only in the random tracking id.
 #[tokio::test]
 async fn every_body_chunk_size_gives_the_same_result() -> anyhow::Result<()> {
     const ALTERNATIVE_HEADERS: &[(&str, &str)] = &[
@@ -423,7 +473,7 @@ async fn every_body_chunk_size_gives_the_same_result() -> anyhow::Result<()> {
         --b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
         <html><head><title>x</title></head><body class=\"m\"><p>hi <b>there</b></p></body></html>\r\n\
         --b1--\r\n";
-    let cases: &[(&str, Msg)] = &[
+    let cases = [
         ("text/html", tracked()),
         (
             "multipart/alternative",
@@ -434,17 +484,21 @@ async fn every_body_chunk_size_gives_the_same_result() -> anyhow::Result<()> {
     ];
 
     let fx = fixture()?;
-    let milter = fx.milter(Limits::default()).await;
-    let mut ids = std::collections::BTreeSet::new();
-    for (name, msg) in cases {
+    // Over 1,500 round trips: without TCP_NODELAY this test takes 20 s instead of under one.
+    let milter = Milter::spawn(fx.db_path.clone(), Limits::default(), true).await;
+    let mut ids = BTreeSet::new();
+    for (name, msg) in &cases {
         let mut conn = milter.connect(peer(Some(INTERNET))).await;
         let mut first: Option<Vec<u8>> = None;
         for chunk in 1..=msg.body.len() {
-            let msg = Msg {
-                chunk,
-                ..msg.clone()
-            };
-            let sent = send(&mut conn, &msg).await;
+            let sent = send(
+                &mut conn,
+                &Msg {
+                    chunk,
+                    ..msg.clone()
+                },
+            )
+            .await;
             let id = one_pixel(&sent);
             assert!(ids.insert(id), "{name}: tracking id reused");
             let (_, normalized) = pixel_ids(sent.replaced.as_ref().unwrap());
@@ -459,8 +513,7 @@ async fn every_body_chunk_size_gives_the_same_result() -> anyhow::Result<()> {
         }
         conn.close().await?;
     }
-    let recorded: std::collections::BTreeSet<_> =
-        fx.rows().into_iter().map(|r| r.message_id).collect();
+    let recorded: BTreeSet<_> = fx.rows().into_iter().map(|r| r.message_id).collect();
     assert_eq!(recorded, ids);
 
     milter.shutdown().await;
@@ -502,15 +555,17 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
         --sig\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
         Content-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQExDzANBglghkgBZQMEAgEFADCABgkqhkiG9w0BBwEAAA==\r\n\
         --sig--\r\n";
-    let big_html = {
-        let mut b = b"<html><body>".to_vec();
-        b.resize(200 - b"</body></html>\r\n".len(), b'x');
-        b.extend_from_slice(b"</body></html>\r\n");
-        b
-    };
+    let mut big_html = b"<html><body>".to_vec();
+    big_html.resize(200 - b"</body></html>\r\n".len(), b'x');
+    big_html.extend_from_slice(b"</body></html>\r\n");
     assert_eq!(big_html.len(), 200);
-    let small = Limits {
+    let max_body_100 = Limits {
         max_body: 100,
+        ..Limits::default()
+    };
+    // Room for the message as sent, not for the pixel on top of it.
+    let no_room_for_the_pixel = Limits {
+        message_size_limit: tracked().header_len() + HTML.len() + 10,
         ..Limits::default()
     };
 
@@ -554,7 +609,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
             Stage::Mail,
         ),
         case(
-            "authenticated, sender in a foreign domain",
+            "authenticated, sender in a domain we do not host",
             Msg {
                 sender: "news@elsewhere.test",
                 ..tracked()
@@ -562,7 +617,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
             Stage::Mail,
         ),
         case(
-            "null sender",
+            "authenticated, null sender",
             Msg {
                 sender: "",
                 ..tracked()
@@ -576,9 +631,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
         ),
         case(
             "plain text, no HTML",
-            tracked()
-                .with_headers(TEXT_HEADERS)
-                .with_body(b"<html><body><p>hi</p></body></html>\r\n"),
+            tracked().with_headers(TEXT_HEADERS),
             Stage::Eom,
         ),
         case(
@@ -587,7 +640,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
             Stage::Eom,
         ),
         Case {
-            limits: small.clone(),
+            limits: max_body_100.clone(),
             ..case(
                 "body over max_body, one chunk",
                 tracked().with_body(&big_html),
@@ -595,7 +648,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
             )
         },
         Case {
-            limits: small.clone(),
+            limits: max_body_100,
             ..case(
                 "body over max_body, 64-byte chunks",
                 Msg {
@@ -603,6 +656,14 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
                     ..tracked().with_body(&big_html)
                 },
                 Stage::Body,
+            )
+        },
+        Case {
+            limits: no_room_for_the_pixel,
+            ..case(
+                "rewritten message over message_size_limit",
+                tracked(),
+                Stage::Eom,
             )
         },
         Case {
@@ -640,11 +701,66 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The milter may start before `mailserver init` has created the database: it passes mail through
+/// meanwhile, and tracks once the database is there, without a restart.
+#[tokio::test]
+async fn database_created_after_start_is_picked_up() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db_path = dir.path().join("mailserver.db");
+    let milter = Milter::spawn(db_path.clone(), Limits::default(), false).await;
+    let mut conn = milter.connect(peer(Some(INTERNET))).await;
+
+    let sent = send(&mut conn, &tracked()).await;
+    assert_eq!(sent.accepted_at, Stage::Mail);
+    assert!(!db_path.exists(), "the milter created a database");
+
+    let fx = prepare(dir)?;
+    assert_eq!(fx.db_path, db_path);
+    let id = one_pixel(&send(&mut conn, &tracked()).await);
+    assert_eq!(
+        fx.rows().iter().map(|r| &r.message_id).collect::<Vec<_>>(),
+        [&id]
+    );
+
+    conn.close().await?;
+    milter.shutdown().await;
+    Ok(())
+}
+
+/// `max_body` is the largest body still tracked.
+#[tokio::test]
+async fn max_body_is_inclusive() -> anyhow::Result<()> {
+    let cases = [
+        (HTML.len(), 0, Stage::Eom),
+        (HTML.len(), 5, Stage::Eom),
+        (HTML.len() - 1, 0, Stage::Body),
+        (HTML.len() - 1, 5, Stage::Body),
+    ];
+    for (max_body, chunk, want) in cases {
+        let fx = fixture()?;
+        let limits = Limits {
+            max_body,
+            ..Limits::default()
+        };
+        let milter = fx.milter(limits).await;
+        let mut conn = milter.connect(peer(Some(INTERNET))).await;
+        let sent = send(&mut conn, &Msg { chunk, ..tracked() }).await;
+        assert_eq!(sent.accepted_at, want, "max_body {max_body}, chunk {chunk}");
+        assert_eq!(sent.replaced.is_some(), want == Stage::Eom);
+        assert_eq!(fx.rows().len(), usize::from(want == Stage::Eom));
+        conn.close().await?;
+        milter.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Mail submitted on this host needs no SASL login: SMTP from loopback (Postfix's `mynetworks`)
+/// and Postfix's non-SMTP path (sendmail), which has no `{client_addr}` at all.
 #[tokio::test]
 async fn local_submission_is_tracked() -> anyhow::Result<()> {
     let cases = [
-        ("SMTP from 127.0.0.1, no auth", Some("127.0.0.1")),
-        ("SMTP from ::1, no auth", Some("::1")),
+        ("SMTP from 127.0.0.1, no login", Some("127.0.0.1")),
+        ("SMTP from ::1, no login", Some("::1")),
         ("non-SMTP (sendmail), no client address", None),
     ];
     let fx = fixture()?;
@@ -670,69 +786,80 @@ async fn local_submission_is_tracked() -> anyhow::Result<()> {
 }
 
 /// Untracked mail gets ACCEPT at MAIL FROM, so Postfix sends the milter nothing more for it;
-/// tracked mail gets CONTINUE. All on one connection, as smtpd reuses it for every transaction.
+/// tracked mail gets CONTINUE. All on one connection, as smtpd reuses it for each transaction.
 #[tokio::test]
 async fn mail_from_answer() -> anyhow::Result<()> {
-    let cases: &[(
-        &str,
-        Option<&'static str>,
-        Option<&'static str>,
-        &'static str,
-        Status,
-    )] = &[
+    const ALICE: Option<&str> = Some("alice@example.test");
+    const FROM_INTERNET: Option<&str> = Some(INTERNET);
+    const LOOPBACK: Option<&str> = Some("127.0.0.1");
+    let cases = [
         (
             "internet, tracked sender",
             None,
-            Some(INTERNET),
+            FROM_INTERNET,
             "news@example.test",
             Status::Accept,
         ),
         (
             "internet, stranger",
             None,
-            Some(INTERNET),
+            FROM_INTERNET,
             "someone@elsewhere.test",
             Status::Accept,
         ),
         (
             "authenticated, tracked",
-            Some("alice@example.test"),
-            Some(INTERNET),
+            ALICE,
+            FROM_INTERNET,
             "news@example.test",
             Status::Continue,
         ),
         (
+            "authenticated, tracked, mixed case",
+            ALICE,
+            FROM_INTERNET,
+            "News@Example.TEST",
+            Status::Continue,
+        ),
+        (
             "authenticated, untracked alias",
-            Some("alice@example.test"),
-            Some(INTERNET),
+            ALICE,
+            FROM_INTERNET,
             "info@example.test",
             Status::Accept,
         ),
         (
             "authenticated, not an alias",
-            Some("alice@example.test"),
-            Some(INTERNET),
+            ALICE,
+            FROM_INTERNET,
             "alice@example.test",
             Status::Accept,
         ),
         (
             "authenticated, null sender",
-            Some("alice@example.test"),
-            Some(INTERNET),
+            ALICE,
+            FROM_INTERNET,
             "",
+            Status::Accept,
+        ),
+        (
+            "authenticated, not an address",
+            ALICE,
+            FROM_INTERNET,
+            "news",
             Status::Accept,
         ),
         (
             "local, tracked",
             None,
-            Some("127.0.0.1"),
+            LOOPBACK,
             "news@example.test",
             Status::Continue,
         ),
         (
             "local, untracked alias",
             None,
-            Some("127.0.0.1"),
+            LOOPBACK,
             "info@example.test",
             Status::Accept,
         ),
@@ -743,33 +870,33 @@ async fn mail_from_answer() -> anyhow::Result<()> {
             "news@example.test",
             Status::Continue,
         ),
+        (
+            "non-SMTP, untracked alias",
+            None,
+            None,
+            "info@example.test",
+            Status::Accept,
+        ),
     ];
     let fx = fixture()?;
     let milter = fx.milter(Limits::default()).await;
     let mut conn = milter.connect(peer(Some(INTERNET))).await;
     for (name, auth, client_addr, sender, want) in cases {
-        let mut macros = vec![("i", "4QzXyR0Abc")];
-        macros.extend(auth.map(|a| ("{auth_authen}", a)));
-        macros.extend(client_addr.map(|a| ("{client_addr}", a)));
-        conn.macros(MacroStage::Mail, macros).await?;
+        mail_macros(&mut conn, auth, client_addr).await;
         let status = conn.mail([format!("<{sender}>")]).await?;
-        assert_eq!(&status, want, "{name}");
+        assert_eq!(status, want, "{name}");
         if status == Status::Continue {
-            // RSET: Postfix aborts the transaction it will not finish.
-            conn.rcpt(["<a@x.test>"]).await?;
+            // The client gives up after RCPT (RSET or QUIT): Postfix aborts the transaction.
+            assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Continue, "{name}");
             conn.abort().await?;
         }
     }
     // Nothing of the aborted transactions leaks into the next one.
-    let sent = send(
-        &mut conn,
-        &Msg {
-            rcpts: vec!["c@z.test"],
-            ..tracked()
-        },
-    )
-    .await;
-    let id = one_pixel(&sent);
+    let msg = Msg {
+        rcpts: vec!["c@z.test"],
+        ..tracked()
+    };
+    let id = one_pixel(&send(&mut conn, &msg).await);
     let rows = fx.rows();
     assert_eq!(rows.len(), 1);
     assert_eq!(
@@ -782,6 +909,8 @@ async fn mail_from_answer() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A tracked message whose MIME structure is broken passes unchanged, and the connection goes on
+/// serving: the next messages, one of them aborted in the middle of its body, are handled normally.
 #[tokio::test]
 async fn broken_mime_passes_unchanged_and_the_session_goes_on() -> anyhow::Result<()> {
     const BROKEN_HEADERS: &[(&str, &str)] = &[
@@ -809,12 +938,37 @@ async fn broken_mime_passes_unchanged_and_the_session_goes_on() -> anyhow::Resul
     assert!(sent.replaced.is_none(), "broken MIME was rewritten");
     assert_eq!(fx.rows(), []);
 
-    // The same connection serves the next message.
+    // A tracked message aborted after part of its body.
+    mail_macros(&mut conn, Some("alice@example.test"), Some(INTERNET)).await;
+    assert_eq!(conn.mail(["<news@example.test>"]).await?, Status::Continue);
+    assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Continue);
+    for (name, value) in HTML_HEADERS {
+        assert_eq!(conn.header(*name, *value).await?, Status::Continue);
+    }
+    assert_eq!(
+        conn.body(&b"<html><body><p>aborted"[..]).await?,
+        Status::Continue
+    );
+    conn.abort().await?;
+
+    // The same connection serves the next message, untouched by the aborted one.
+    let reference = {
+        let mut conn = milter.connect(peer(Some(INTERNET))).await;
+        let sent = send(&mut conn, &tracked()).await;
+        conn.close().await?;
+        sent
+    };
+    one_pixel(&reference);
     let sent = send(&mut conn, &tracked()).await;
     let id = one_pixel(&sent);
+    assert_eq!(
+        pixel_ids(&sent.replaced.unwrap()).1,
+        pixel_ids(&reference.replaced.unwrap()).1
+    );
     let rows = fx.rows();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].message_id, id);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].message_id, id);
+    assert_eq!(rows[1].recipient, "a@x.test,b@y.test");
 
     conn.close().await?;
     milter.shutdown().await;
