@@ -1,9 +1,481 @@
-//! Placeholder: filled in by its own change.
+//! Domains: the list (with what uses each one), adding, activating and deactivating, deleting (refused
+//! while accounts or aliases use the domain unless the admin ticks the cascade box), DKIM key rotation,
+//! and a page per domain with the DNS records to publish.
+
+use std::collections::HashMap;
 
 use axum::Router;
+use axum::extract::{Extension, Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mailserver::names::Domain;
+use mailserver::settings::Settings;
+use mailserver::store::{self, StoreError};
+use maud::{Markup, html};
+use serde::Deserialize;
 
+use crate::auth::Admin;
+use crate::error::WebError;
+use crate::pages::applied;
 use crate::state::AppState;
+use crate::views::{self, Flash};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/domains", get(list).post(add))
+        .route("/domains/{domain}/dns", get(dns))
+        .route("/domains/{domain}/activate", post(activate))
+        .route("/domains/{domain}/deactivate", post(deactivate))
+        .route("/domains/{domain}/dkim", post(rotate))
+        .route("/domains/{domain}/delete", post(delete))
+}
+
+/// A domain named in a URL: a name that does not parse cannot exist, so it is a 404 like an unknown one.
+fn path_domain(raw: &str) -> Result<Domain, WebError> {
+    Domain::parse(raw).map_err(|_| WebError::NotFound)
+}
+
+/// `1 account`, `2 accounts`.
+fn count(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// One line of the list.
+struct Row {
+    domain: Domain,
+    active: bool,
+    selector: Option<String>,
+    created_at: String,
+    accounts: i64,
+    aliases: i64,
+}
+
+/// How many accounts and aliases use each domain, by domain id.
+fn usage(conn: &rusqlite::Connection) -> rusqlite::Result<HashMap<i64, (i64, i64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT d.id, (SELECT count(*) FROM accounts WHERE domain_id = d.id),
+                      (SELECT count(*) FROM aliases WHERE domain_id = d.id)
+         FROM domains d",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+    rows.collect()
+}
+
+fn rows(conn: &mut rusqlite::Connection) -> Result<Vec<Row>, WebError> {
+    let tx = conn.transaction()?;
+    let domains = store::domains::list(&tx)?;
+    let usage = usage(&tx)?;
+    tx.commit()?;
+    Ok(domains
+        .into_iter()
+        .map(|d| {
+            let (accounts, aliases) = usage.get(&d.id).copied().unwrap_or_default();
+            Row {
+                active: d.active,
+                selector: d.dkim.map(|k| k.selector.to_string()),
+                created_at: d.created_at,
+                domain: d.domain,
+                accounts,
+                aliases,
+            }
+        })
+        .collect())
+}
+
+/// What the add form shows: the typed value and its error.
+#[derive(Default)]
+struct AddForm {
+    domain: String,
+    error: Option<String>,
+}
+
+/// The list page. `notice` replaces the pending flash message (a re-rendered page shows its own error).
+async fn render_list(
+    state: &AppState,
+    admin: &Admin,
+    status: StatusCode,
+    form: AddForm,
+    notice: Option<Flash>,
+) -> Result<Response, WebError> {
+    let rows = state.db.call(rows).await?;
+    let flash = notice.or_else(|| state.auth.take_flash(&admin.session_id));
+    let content = html! {
+        @if rows.is_empty() {
+            p.muted { "No domains yet. Add the first one below." }
+        } @else {
+            table {
+                thead { tr {
+                    th { "Domain" } th { "State" } th { "DKIM selector" } th { "Accounts" }
+                    th { "Aliases" } th { "Created" } th { "Actions" }
+                } }
+                tbody {
+                    @for row in &rows { (domain_row(admin, row)) }
+                }
+            }
+        }
+        h2 { "Add a domain" }
+        form.box method="post" action="/domains" {
+            (views::csrf_field(admin))
+            (views::field("Domain (e.g. example.com)", "domain", "text", &form.domain, form.error.as_deref()))
+            button type="submit" { "Add domain" }
+        }
+        p.muted {
+            "A new domain gets its own DKIM key at once. Open its DNS records and publish them at your "
+            "DNS provider so other servers accept its mail."
+        }
+    };
+    Ok((
+        status,
+        views::page("Domains", admin, "/domains", flash.as_ref(), content),
+    )
+        .into_response())
+}
+
+fn domain_row(admin: &Admin, row: &Row) -> Markup {
+    let d = row.domain.as_str();
+    let in_use = row.accounts > 0 || row.aliases > 0;
+    let what = format!(
+        "{} and {}",
+        count(row.accounts, "account", "accounts"),
+        count(row.aliases, "alias", "aliases")
+    );
+    html! {
+        tr {
+            td { strong { (d) } }
+            td {
+                @if row.active { span.pill.on { "active" } } @else { span.pill.off { "inactive" } }
+            }
+            td {
+                @match &row.selector {
+                    Some(s) => code { (s) },
+                    None => span.muted { "no key" },
+                }
+            }
+            td { (row.accounts) }
+            td { (row.aliases) }
+            td title=(row.created_at) {
+                (row.created_at.split_once(' ').map_or(row.created_at.as_str(), |(date, _)| date))
+            }
+            td.actions {
+                a href={ "/domains/" (d) "/dns" } { "DNS records" }
+                " "
+                @if row.active {
+                    form method="post" action={ "/domains/" (d) "/deactivate" } {
+                        (views::csrf_field(admin))
+                        button.secondary type="submit"
+                            data-confirm={ "Deactivate " (d) "? It stops receiving mail and its accounts cannot log in until you activate it again." }
+                            { "Deactivate" }
+                    }
+                } @else {
+                    form method="post" action={ "/domains/" (d) "/activate" } {
+                        (views::csrf_field(admin))
+                        button.secondary type="submit" { "Activate" }
+                    }
+                }
+                @if in_use { br; } @else { " " }
+                form method="post" action={ "/domains/" (d) "/delete" } {
+                    (views::csrf_field(admin))
+                    @if in_use {
+                        label.error {
+                            input type="checkbox" name="cascade" value="1";
+                            " also delete its " (what)
+                        }
+                        " "
+                    }
+                    button.danger type="submit"
+                        data-confirm=(if in_use {
+                            format!("Delete {d}? If you ticked the box, its {what} are deleted with it.")
+                        } else {
+                            format!("Delete {d}?")
+                        })
+                        { "Delete" }
+                }
+            }
+        }
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+) -> Result<Response, WebError> {
+    render_list(&state, &admin, StatusCode::OK, AddForm::default(), None).await
+}
+
+#[derive(Deserialize)]
+struct AddInput {
+    #[serde(default)]
+    domain: String,
+}
+
+async fn add(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+    Form(input): Form<AddInput>,
+) -> Result<Response, WebError> {
+    let refuse = |error: String| AddForm {
+        domain: input.domain.clone(),
+        error: Some(error),
+    };
+    let domain = match Domain::parse(input.domain.trim()) {
+        Ok(d) => d,
+        Err(e) => {
+            let form = refuse(e.to_string());
+            return render_list(&state, &admin, StatusCode::UNPROCESSABLE_ENTITY, form, None).await;
+        }
+    };
+    let d = domain.clone();
+    let added = state
+        .db
+        .call(move |conn| Ok(store::domains::add(conn, &d)))
+        .await?;
+    match added {
+        Ok(_) => Ok(applied(
+            &state,
+            &admin,
+            "/domains",
+            format!("Domain {domain} added. Publish its DNS records next."),
+        )
+        .await),
+        Err(e @ (StoreError::Exists { .. } | StoreError::Name(_))) => {
+            let form = refuse(e.to_string());
+            render_list(&state, &admin, StatusCode::UNPROCESSABLE_ENTITY, form, None).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn set_active(
+    state: AppState,
+    admin: Admin,
+    raw: String,
+    active: bool,
+) -> Result<Response, WebError> {
+    let domain = path_domain(&raw)?;
+    let d = domain.clone();
+    state
+        .db
+        .call(move |conn| Ok(store::domains::set_active(conn, &d, active)?))
+        .await?;
+    let message = if active {
+        format!("Domain {domain} activated")
+    } else {
+        format!(
+            "Domain {domain} deactivated: it no longer receives mail and its accounts cannot log in"
+        )
+    };
+    Ok(applied(&state, &admin, "/domains", message).await)
+}
+
+async fn activate(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+    Path(raw): Path<String>,
+) -> Result<Response, WebError> {
+    set_active(state, admin, raw, true).await
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+    Path(raw): Path<String>,
+) -> Result<Response, WebError> {
+    set_active(state, admin, raw, false).await
+}
+
+#[derive(Deserialize)]
+struct DeleteInput {
+    #[serde(default)]
+    cascade: Option<String>,
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+    Path(raw): Path<String>,
+    Form(input): Form<DeleteInput>,
+) -> Result<Response, WebError> {
+    let domain = path_domain(&raw)?;
+    let cascade = input.cascade.is_some_and(|v| !v.is_empty());
+    let d = domain.clone();
+    let removed = state
+        .db
+        .call(move |conn| {
+            let record = store::domains::get(conn, &d)?;
+            let used = usage(conn)?.get(&record.id).copied().unwrap_or_default();
+            Ok(store::domains::remove(conn, &d, cascade).map(|()| used))
+        })
+        .await?;
+    match removed {
+        Ok((accounts, aliases)) => {
+            let mut message = format!("Domain {domain} deleted");
+            if accounts > 0 || aliases > 0 {
+                message.push_str(&format!(
+                    ", with its {} and {}",
+                    count(accounts, "account", "accounts"),
+                    count(aliases, "alias", "aliases")
+                ));
+            }
+            Ok(applied(&state, &admin, "/domains", message).await)
+        }
+        Err(StoreError::DomainInUse {
+            accounts, aliases, ..
+        }) => {
+            let notice = Flash::error(format!(
+                "Domain {domain} was not deleted: {} and {} still use it. Delete them first, or tick \
+                 “also delete its {} and {}” next to the domain to delete everything together.",
+                count(accounts, "account", "accounts"),
+                count(aliases, "alias", "aliases"),
+                count(accounts, "account", "accounts"),
+                count(aliases, "alias", "aliases"),
+            ));
+            render_list(
+                &state,
+                &admin,
+                StatusCode::CONFLICT,
+                AddForm::default(),
+                Some(notice),
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+    Path(raw): Path<String>,
+) -> Result<Response, WebError> {
+    let domain = path_domain(&raw)?;
+    let d = domain.clone();
+    let selector = state
+        .db
+        .call(move |conn| Ok(store::domains::rotate_dkim(conn, &d)?))
+        .await?;
+    Ok(applied(
+        &state,
+        &admin,
+        &format!("/domains/{domain}/dns"),
+        format!(
+            "New DKIM key for {domain} (selector {selector}). Publish its DKIM record below now: \
+             until you do, receivers cannot verify mail from {domain}."
+        ),
+    )
+    .await)
+}
+
+/// What a record is for, as the heading of its section.
+fn purpose(r: &mailserver::dns::Record) -> &'static str {
+    match r.kind {
+        "MX" => "MX: where mail for the domain is delivered",
+        _ if r.value.starts_with("v=spf1") => "SPF: which servers may send the domain's mail",
+        _ if r.value.starts_with("v=DKIM1") => "DKIM: the public key that verifies signatures",
+        _ if r.value.starts_with("v=DMARC1") => "DMARC: what receivers do with mail that fails",
+        _ => "Record",
+    }
+}
+
+/// A table row with a labelled value and its copy button: the button copies the text of the element
+/// with `id` (static/app.js).
+fn copyable(label: &str, id: &str, text: &str) -> Markup {
+    html! {
+        tr {
+            td {
+                div.muted { (label) }
+                pre id=(id) { (text) }
+            }
+            td.actions { button.secondary type="button" data-copy=(id) { "Copy" } }
+        }
+    }
+}
+
+async fn dns(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Admin>,
+    Path(raw): Path<String>,
+) -> Result<Response, WebError> {
+    let domain = path_domain(&raw)?;
+    let d = domain.clone();
+    let (record, settings) = state
+        .db
+        .call(move |conn| {
+            let record = store::domains::get(conn, &d)?;
+            let settings = Settings::load(conn).map_err(StoreError::from)?;
+            Ok((record, settings))
+        })
+        .await?;
+    let records = mailserver::dns::records(
+        &domain,
+        &settings.hostname,
+        record
+            .dkim
+            .as_ref()
+            .map(|k| (&k.selector, k.public_b64.as_str())),
+    );
+    let flash = state.auth.take_flash(&admin.session_id);
+    let d = domain.as_str();
+    let content = html! {
+        p { a href="/domains" { "← All domains" } }
+        p {
+            "Publish these records in the DNS zone of " strong { (d) } " at your DNS provider. "
+            "Mail for the domain is handled by " code { (settings.hostname) } ", which needs an A (and "
+            "AAAA) record of its own pointing at this server."
+        }
+        @if !record.active {
+            div.banner.warn role="note" {
+                "This domain is inactive: it receives no mail and its mail is not signed until you activate it."
+            }
+        }
+        @if record.dkim.is_none() {
+            div.banner.warn role="note" {
+                "This domain has no DKIM key yet. Generate one below, then publish its record."
+            }
+        }
+        @for (i, r) in records.iter().enumerate() {
+            h2 { (purpose(r)) }
+            table {
+                tbody {
+                    tr { td colspan="2" { span.muted { "Type: " } code { (r.kind) } } }
+                    (copyable("Name", &format!("rec{i}-name"), &r.name))
+                    (copyable("Value", &format!("rec{i}-value"), &r.value))
+                    @if r.kind == "TXT" && (r.value.len() > 255 || r.value.starts_with("v=DKIM1")) {
+                        (copyable("Value split into strings of at most 255 characters (for DNS providers and zone files that need it)",
+                            &format!("rec{i}-split"),
+                            &r.zone_value(),
+                        ))
+                    }
+                    (copyable("Zone-file line", &format!("rec{i}-zone"), &r.zone_line()))
+                }
+            }
+        }
+        h2 { "DKIM key" }
+        form.box method="post" action={ "/domains/" (d) "/dkim" } {
+            (views::csrf_field(&admin))
+            div {
+                @match &record.dkim {
+                    Some(k) => { "Current selector: " code { (k.selector) } ". " }
+                    None => { "No key yet. " }
+                }
+                "A new key gets a new selector and replaces the old key at once: publish the new DKIM "
+                "record right away, or receivers cannot verify mail from " (d) " until you do."
+            }
+            @if record.dkim.is_some() {
+                button.danger type="submit"
+                    data-confirm={ "Replace the DKIM key of " (d) "? Its mail fails DKIM checks until you publish the new record." }
+                    { "Rotate DKIM key" }
+            } @else {
+                button type="submit" { "Generate DKIM key" }
+            }
+        }
+    };
+    Ok(views::page(
+        &format!("DNS records for {d}"),
+        &admin,
+        "/domains",
+        flash.as_ref(),
+        content,
+    )
+    .into_response())
 }

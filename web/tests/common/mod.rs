@@ -140,10 +140,8 @@ impl TestApp {
     /// POSTs a urlencoded form, adding the CSRF token unless `fields` has `_csrf` already.
     pub async fn post(&self, uri: &str, fields: &[(&str, &str)]) -> Reply {
         let mut form = form_urlencoded::Serializer::new(String::new());
-        if !fields.iter().any(|(k, _)| *k == "_csrf") {
-            if let Some(t) = &self.csrf {
-                form.append_pair("_csrf", t);
-            }
+        if let (false, Some(t)) = (fields.iter().any(|(k, _)| *k == "_csrf"), &self.csrf) {
+            form.append_pair("_csrf", t);
         }
         for (k, v) in fields {
             form.append_pair(k, v);
