@@ -63,19 +63,15 @@ pub(super) enum Cte {
 impl Cte {
     /// Maps a Content-Transfer-Encoding value; `None` for encodings we do not handle.
     pub(super) fn from_header(value: Option<&str>) -> Option<Cte> {
-        let Some(value) = value.map(str::trim) else {
-            return Some(Cte::Identity);
+        let Some(value) = value else {
+            return Some(Cte::Identity); // RFC 2045: 7bit
         };
-        ["7bit", "8bit", "binary"]
-            .iter()
-            .any(|v| value.eq_ignore_ascii_case(v))
-            .then_some(Cte::Identity)
-            .or_else(|| {
-                value
-                    .eq_ignore_ascii_case("quoted-printable")
-                    .then_some(Cte::QuotedPrintable)
-            })
-            .or_else(|| value.eq_ignore_ascii_case("base64").then_some(Cte::Base64))
+        match value.trim().to_ascii_lowercase().as_str() {
+            "7bit" | "8bit" | "binary" => Some(Cte::Identity),
+            "quoted-printable" => Some(Cte::QuotedPrintable),
+            "base64" => Some(Cte::Base64),
+            _ => None,
+        }
     }
 
     /// Decodes a part body. QP hard line breaks come out as CRLF, the canonical form of text.

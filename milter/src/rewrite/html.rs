@@ -27,7 +27,7 @@ pub(super) fn insert_pixel(
     insert_pixel_chunked(html, encoding, tag, eol, CHUNK)
 }
 
-fn insert_pixel_chunked(
+pub(super) fn insert_pixel_chunked(
     html: &[u8],
     encoding: AsciiCompatibleEncoding,
     tag: &str,

@@ -20,6 +20,10 @@ use super::{InjectError, Skip};
 /// RFC 2046 caps boundaries at 70 characters; allow some slack, but not unbounded work.
 const MAX_BOUNDARY: usize = 200;
 
+/// Real mail nests multiparts a handful of levels deep. Each level costs a scan of the part body,
+/// so the depth is bounded.
+const MAX_DEPTH: usize = 32;
+
 /// What [`locate`] found.
 pub(super) enum Located<'m> {
     Part(Target<'m>),
@@ -63,8 +67,7 @@ pub(super) fn locate<'m>(
     {
         return Ok(Located::Skip(Skip::HasDkimSignature));
     }
-    // Attached messages are opaque to us (never modified), so their own signatures stay valid.
-    if msg.parts.iter().any(is_signed_or_encrypted) {
+    if has_signed_part(msg) {
         return Ok(Located::Skip(Skip::Signed));
     }
 
@@ -100,22 +103,11 @@ pub(super) fn locate<'m>(
             _ if ctype.eq_ignore_ascii_case("text") && subtype.eq_ignore_ascii_case("html") => {
                 match eligible(part) {
                     Ok((cte, encoding, charset)) => {
-                        let mut boundaries = Vec::new();
-                        let mut up = parent.get(id).copied().flatten();
-                        while let Some(p) = up {
-                            let boundary = msg
-                                .parts
-                                .get(p)
-                                .and_then(|p| p.content_type()?.attribute("boundary"))
-                                .ok_or_else(|| malformed("multipart without a boundary"))?;
-                            boundaries.push(boundary);
-                            up = parent.get(p).copied().flatten();
-                        }
                         let target = Target {
                             range: part.offset_body as usize..part.offset_end as usize,
                             cte,
                             encoding,
-                            boundaries,
+                            boundaries: boundaries(msg, &parent, id)?,
                             charset,
                             parser_text: parsed_html(part)?,
                         };
@@ -189,6 +181,8 @@ fn check_range(raw: &[u8], target: &Target<'_>, root_body: usize) -> Result<(), 
     if !next_line.starts_with(&delimiter(parent_boundary)) {
         return Err(malformed("part body is not followed by its boundary"));
     }
+    // Innermost first, so each multipart's closing delimiter follows the previous one.
+    let mut rest = after;
     for boundary in &target.boundaries {
         if boundary.len() > MAX_BOUNDARY {
             return Err(malformed("boundary too long"));
@@ -197,11 +191,33 @@ fn check_range(raw: &[u8], target: &Target<'_>, root_body: usize) -> Result<(), 
             return Err(malformed("boundary inside the part body"));
         }
         let close = [b"\n--", boundary.as_bytes(), b"--"].concat();
-        if find(after, &close).is_none() {
-            return Err(malformed("unterminated multipart"));
-        }
+        let at = find(rest, &close).ok_or_else(|| malformed("unterminated multipart"))?;
+        rest = rest.get(at + close.len()..).unwrap_or_default();
     }
     Ok(())
+}
+
+/// The boundaries of the multiparts around part `id`, innermost first.
+fn boundaries<'m>(
+    msg: &'m Message<'_>,
+    parent: &[Option<usize>],
+    id: usize,
+) -> Result<Vec<&'m str>, InjectError> {
+    let mut boundaries = Vec::new();
+    let mut up = parent.get(id).copied().flatten();
+    while let Some(p) = up {
+        let boundary = msg
+            .parts
+            .get(p)
+            .and_then(|p| p.content_type()?.attribute("boundary"))
+            .ok_or_else(|| malformed("multipart without a boundary"))?;
+        boundaries.push(boundary);
+        if boundaries.len() > MAX_DEPTH {
+            return Err(malformed("multiparts nested too deep"));
+        }
+        up = parent.get(p).copied().flatten();
+    }
+    Ok(boundaries)
 }
 
 /// Whether the part may be rewritten: transfer encoding and charset we can round-trip.
@@ -240,6 +256,23 @@ fn content_type<'m>(part: &'m MessagePart<'_>) -> (&'m str, &'m str) {
 fn is_attachment(part: &MessagePart<'_>) -> bool {
     part.content_disposition()
         .is_some_and(|d| d.is_attachment())
+}
+
+/// Any signed or encrypted part, attached messages included. Those would stay byte-identical,
+/// but "never near a signature" is the simpler rule to trust.
+fn has_signed_part(msg: &Message<'_>) -> bool {
+    let mut messages = vec![msg];
+    while let Some(msg) = messages.pop() {
+        for part in &msg.parts {
+            if is_signed_or_encrypted(part) {
+                return true;
+            }
+            if let PartType::Message(inner) = &part.body {
+                messages.push(inner);
+            }
+        }
+    }
+    false
 }
 
 fn is_signed_or_encrypted(part: &MessagePart<'_>) -> bool {

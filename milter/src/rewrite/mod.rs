@@ -15,7 +15,7 @@ mod mime;
 
 use std::fmt;
 
-use mail_parser::MessageParser;
+use mail_parser::{Message, MessageParser, PartType};
 
 use self::encoding::{Cte, Eol};
 use self::mime::Located;
@@ -187,10 +187,9 @@ fn rewrite(
     body_start: Option<usize>,
     pixel: &PixelUrl,
 ) -> Result<Outcome, InjectError> {
-    let msg = MessageParser::default()
-        .parse(raw)
-        .ok_or_else(|| InjectError::Malformed("no header block".into()))?;
-    let target = match mime::locate(&msg, raw, body_start)? {
+    let parsed = parse(raw)?;
+    let msg = &parsed.0;
+    let target = match mime::locate(msg, raw, body_start)? {
         Located::Part(target) => target,
         Located::Skip(skip) => return Ok(Outcome::Unchanged(skip)),
     };
@@ -218,6 +217,34 @@ fn rewrite(
     mime::check_new_body(&target, &new_body)?;
 
     Ok(Outcome::Rewritten([before, &new_body, after].concat()))
+}
+
+/// mail-parser has `debug_assert!`s and unchecked arithmetic that fire on some malformed input
+/// in builds with debug assertions (found by fuzzing); release builds carry on. Either way such a
+/// message is not one to rewrite, and a third-party panic should not take the milter down.
+fn parse(raw: &[u8]) -> Result<Parsed<'_>, InjectError> {
+    std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+        .map_err(|_| InjectError::Malformed("the MIME parser gave up".into()))?
+        .map(Parsed)
+        .ok_or_else(|| InjectError::Malformed("no header block".into()))
+}
+
+/// A parsed message that is dropped without recursion. mail-parser nests each attached
+/// `message/rfc822` inside its parent by value, so the default drop recurses once per level:
+/// a few MB of `Content-Type: message/rfc822` lines would overflow the stack and abort.
+struct Parsed<'x>(Message<'x>);
+
+impl Drop for Parsed<'_> {
+    fn drop(&mut self) {
+        let mut messages = vec![std::mem::take(&mut self.0)];
+        while let Some(mut msg) = messages.pop() {
+            for part in &mut msg.parts {
+                if let PartType::Message(inner) = std::mem::take(&mut part.body) {
+                    messages.push(inner);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

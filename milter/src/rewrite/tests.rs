@@ -169,10 +169,32 @@ fn every_fixture_is_checked() {
     for entry in std::fs::read_dir(testdata("")).unwrap() {
         let file = entry.unwrap().file_name().into_string().unwrap();
         let stem = file.split('.').next().unwrap();
-        assert!(
-            listed.split_whitespace().any(|l| l == stem),
-            "{file} is not checked"
-        );
+        let checked = listed.split_whitespace().any(|l| l == stem) || stem.starts_with("fuzz_");
+        assert!(checked, "{file} is not checked");
+    }
+}
+
+/// Inputs the fuzzer found (`testdata/fuzz_*.eml`): no panic, and a rewrite still parses.
+#[test]
+fn fuzz_regressions() {
+    for entry in std::fs::read_dir(testdata("")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("fuzz_")
+        {
+            continue;
+        }
+        let raw = std::fs::read(&path).unwrap();
+        if let Ok(Outcome::Rewritten(out)) = inject_message(&raw, &pixel()) {
+            assert!(
+                MessageParser::default().parse(&out).is_some(),
+                "{}",
+                path.display()
+            );
+        }
     }
 }
 
@@ -205,6 +227,37 @@ fn encoded_parts_decode_to_original_plus_pixel() {
         };
         let want = html(&input).replacen("</body>", &format!("\n{TAG}\n</body>"), 1);
         assert_eq!(html(&output), want, "{name}");
+    }
+}
+
+/// The chunk sweep of `html.rs`, on the HTML of every rewritten fixture.
+#[test]
+fn fixture_html_does_not_depend_on_chunking() {
+    for name in [
+        "plain_html",
+        "no_body_end",
+        "no_body_tag",
+        "qp_long_lines",
+        "base64_html",
+        "utf8_8bit",
+        "nested_three_levels",
+    ] {
+        let raw = read(&format!("{name}.eml"));
+        let msg = MessageParser::default().parse(&raw).unwrap();
+        let html = msg
+            .parts
+            .iter()
+            .find_map(|p| match &p.body {
+                PartType::Html(t) => Some(t.as_bytes()),
+                _ => None,
+            })
+            .unwrap();
+        let utf8 = lol_html::AsciiCompatibleEncoding::utf_8();
+        let sweep = |chunk| html::insert_pixel_chunked(html, utf8, TAG, Eol::Crlf, chunk).unwrap();
+        let whole = sweep(usize::MAX);
+        for chunk in 1..=64 {
+            assert_eq!(sweep(chunk), whole, "{name}, chunks of {chunk}");
+        }
     }
 }
 
@@ -279,6 +332,14 @@ fn skip_signed_and_encrypted_anywhere() {
         // Nested beside an html part that could otherwise be rewritten.
         let body = format!(
             "{html}--o\r\nContent-Type: {inner}\r\n\r\n--i\r\nContent-Type: text/plain\r\n\r\nx\r\n--i--\r\n--o--\r\n"
+        );
+        assert_skip(
+            &message("multipart/mixed; boundary=\"o\"", "", &body),
+            Skip::Signed,
+        );
+        // Inside an attached message.
+        let body = format!(
+            "{html}--o\r\nContent-Type: message/rfc822\r\n\r\nSubject: fwd\r\nContent-Type: {inner}\r\n\r\n--i\r\nContent-Type: text/plain\r\n\r\nx\r\n--i--\r\n--o--\r\n"
         );
         assert_skip(
             &message("multipart/mixed; boundary=\"o\"", "", &body),
@@ -542,4 +603,34 @@ fn pixel_url_validation() {
             .contains("src=\"https://t.example/p?a=1&amp;b=2\"")
     );
     assert_eq!(amp.as_str(), "https://t.example/p?a=1&b=2");
+}
+
+/// mail-parser nests attached messages by value; dropping 50,000 levels (1.6 MB of headers)
+/// recursively would overflow the test thread's 2 MiB stack.
+#[test]
+fn deeply_nested_messages_do_not_overflow_the_stack() {
+    let mut raw = "Content-Type: message/rfc822\r\n\r\n".repeat(50_000);
+    raw.push_str("Content-Type: text/html\r\n\r\n<body>x</body>\r\n");
+    assert_skip(raw.as_bytes(), Skip::NoHtmlPart);
+}
+
+/// Each enclosing multipart costs a scan of the part, so the depth is bounded.
+#[test]
+fn multipart_depth_is_bounded() {
+    let nested = |depth: usize| {
+        let mut raw = String::new();
+        for i in 0..depth {
+            raw.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n"
+            ));
+        }
+        raw.push_str("Content-Type: text/html\r\n\r\n<body>x</body>\r\n");
+        for i in (0..depth).rev() {
+            raw.push_str(&format!("--b{i}--\r\n"));
+        }
+        inject_message(raw.as_bytes(), &pixel())
+    };
+    assert!(matches!(nested(32), Ok(Outcome::Rewritten(_))));
+    assert!(matches!(nested(33), Err(InjectError::Malformed(_))));
+    assert!(matches!(nested(5000), Err(InjectError::Malformed(_))));
 }
