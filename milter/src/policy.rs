@@ -4,6 +4,8 @@
 //! any error means "do not track" (the message passes through unchanged).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mailserver::db::{self, DbError, Pool};
 use mailserver::names::Address;
@@ -38,52 +40,65 @@ pub struct TrackedMessage {
     pub alias_id: i64,
 }
 
+/// How long the pixel base URL read from the settings is reused before it is read again.
+const SETTINGS_TTL: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct Policy {
     pool: Pool,
+    base_url: Arc<Mutex<Option<(String, Instant)>>>,
 }
 
 impl Policy {
     pub fn open(db_path: &Path) -> Result<Self, PolicyError> {
         Ok(Self {
             pool: db::open(db_path, 4)?,
+            base_url: Arc::new(Mutex::new(None)),
         })
     }
 
     /// The active, tracking-enabled alias `sender` is, on an active domain; `None` for anything else.
     pub fn tracked_alias(&self, sender: &Address) -> Result<Option<TrackedAlias>, PolicyError> {
         let conn = self.pool.get()?;
-        Ok(conn
-            .query_row(
-                "SELECT a.id FROM aliases a JOIN domains d ON d.id = a.domain_id
-                 WHERE a.source = ?1 AND a.active = 1 AND a.tracking_enabled = 1 AND d.active = 1",
-                [sender.as_str()],
-                |r| r.get(0),
-            )
+        let mut stmt = conn.prepare_cached(
+            "SELECT a.id FROM aliases a JOIN domains d ON d.id = a.domain_id
+             WHERE a.source = ?1 AND a.active = 1 AND a.tracking_enabled = 1 AND d.active = 1",
+        )?;
+        Ok(stmt
+            .query_row([sender.as_str()], |r| r.get(0))
             .optional()?
             .map(|id| TrackedAlias { id }))
     }
 
-    /// The pixel base URL from the stored settings (`PIXEL_BASE_URL`, default `https://$HOSTNAME`).
+    /// The pixel base URL from the stored settings (`PIXEL_BASE_URL`, default `https://$HOSTNAME`),
+    /// re-read at most every 30 seconds.
     pub fn pixel_base_url(&self) -> Result<String, PolicyError> {
+        let mut cached = self.base_url.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((url, at)) = cached.as_ref()
+            && at.elapsed() < SETTINGS_TTL
+        {
+            return Ok(url.clone());
+        }
         let conn = self.pool.get()?;
         let settings = mailserver::settings::Settings::load(&conn)?;
-        Ok(settings.pixel_base_url.as_str().to_string())
+        let url = settings.pixel_base_url.as_str().to_string();
+        *cached = Some((url.clone(), Instant::now()));
+        Ok(url)
     }
 
     pub fn record(&self, msg: &TrackedMessage) -> Result<(), PolicyError> {
         let conn = self.pool.get()?;
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            (
-                &msg.tracking_id,
-                &msg.sender,
-                msg.recipients.join(","),
-                &msg.subject,
-                msg.alias_id,
-            ),
-        )?;
+        )?
+        .execute((
+            &msg.tracking_id,
+            &msg.sender,
+            msg.recipients.join(","),
+            &msg.subject,
+            msg.alias_id,
+        ))?;
         Ok(())
     }
 

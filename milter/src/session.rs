@@ -257,16 +257,46 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Message>) -> Status {
         ..
     } = msg;
     let subject = decoded_subject(&headers);
-    let header_len = headers.len();
-    let task = tokio::task::spawn_blocking(move || rewrite::inject_body(&headers, &body, &pixel));
+    let limit = milter.limits.message_size_limit;
+    let record = TrackedMessage {
+        tracking_id: tracking_id.clone(),
+        sender,
+        recipients,
+        subject,
+        alias_id,
+    };
+    // One trip to the blocking pool for the rewrite and, when it changed the body, the row.
+    let this = Arc::clone(&milter);
+    let task = tokio::task::spawn_blocking(move || -> Result<Rewrite, String> {
+        match rewrite::inject_body(&headers, &body, &pixel) {
+            Ok(Outcome::Rewritten(new_body)) => {
+                if headers.len() + new_body.len() > limit {
+                    return Ok(Rewrite::TooLarge);
+                }
+                this.policy()
+                    .and_then(|p| p.record(&record))
+                    .map_err(|e| format!("recording the message failed: {e}"))?;
+                Ok(Rewrite::Done(new_body))
+            }
+            Ok(Outcome::Unchanged(why)) => Ok(Rewrite::Unchanged(why)),
+            Err(e) => Err(format!("rewrite failed: {e}")),
+        }
+    });
     let new_body = match tokio::time::timeout(milter.limits.rewrite_timeout, task).await {
-        Ok(Ok(Ok(Outcome::Rewritten(new_body)))) => new_body,
-        Ok(Ok(Ok(Outcome::Unchanged(why)))) => {
-            tracing::info!(queue_id, ?why, "nothing to track");
+        Ok(Ok(Ok(Rewrite::Done(new_body)))) => new_body,
+        Ok(Ok(Ok(Rewrite::Unchanged(why)))) => {
+            tracing::info!(queue_id, %why, "nothing to track");
+            return Status::Accept;
+        }
+        Ok(Ok(Ok(Rewrite::TooLarge))) => {
+            tracing::info!(
+                queue_id,
+                "rewritten message would pass message_size_limit; not tracking"
+            );
             return Status::Accept;
         }
         Ok(Ok(Err(e))) => {
-            tracing::warn!(queue_id, error = %e, "rewrite failed; delivering unchanged");
+            tracing::warn!(queue_id, error = %e, "delivering unchanged");
             return Status::Accept;
         }
         Ok(Err(e)) => {
@@ -275,30 +305,14 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Message>) -> Status {
         }
         Err(_) => {
             tracing::warn!(queue_id, "rewrite timed out; delivering unchanged");
+            // The task may still record the row after this: undo it, best effort.
+            let id = tracking_id.clone();
+            milter
+                .db("forgetting the message", move |p| p.forget(&id))
+                .await;
             return Status::Accept;
         }
     };
-    if header_len + new_body.len() > milter.limits.message_size_limit {
-        tracing::info!(
-            queue_id,
-            "rewritten message would pass message_size_limit; not tracking"
-        );
-        return Status::Accept;
-    }
-    let record = TrackedMessage {
-        tracking_id: tracking_id.clone(),
-        sender,
-        recipients,
-        subject,
-        alias_id,
-    };
-    if milter
-        .db("recording the message", move |p| p.record(&record))
-        .await
-        .is_none()
-    {
-        return Status::Accept;
-    }
     if let Err(e) = cx.actions.replace_body(&new_body).await {
         tracing::error!(queue_id, error = ?e, "replacing the body failed");
         let id = tracking_id.clone();
@@ -309,6 +323,13 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Message>) -> Status {
     }
     tracing::info!(queue_id, tracking_id, "pixel added");
     Status::Accept
+}
+
+/// What the blocking part of end-of-message produced.
+enum Rewrite {
+    Done(Vec<u8>),
+    Unchanged(rewrite::Skip),
+    TooLarge,
 }
 
 fn decoded_subject(headers: &[u8]) -> String {
