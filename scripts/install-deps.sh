@@ -11,7 +11,7 @@ PACKAGES=(
   postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dovecot-sqlite
   opendkim supervisor ca-certificates bc
   # test tools
-  opendkim-tools swaks libnet-ssleay-perl sqlite3 python3-venv
+  opendkim-tools swaks libnet-ssleay-perl sqlite3 python3-venv chromium chromium-driver fonts-dejavu-core
 )
 
 missing=()
