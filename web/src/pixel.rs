@@ -25,10 +25,14 @@ pub const GIF: [u8; 43] = [
     0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
-/// How many opens may wait for the writer; beyond that they are counted and dropped (logged).
-const QUEUE: usize = 262_144;
+/// How many opens may wait for the writer; beyond that they are counted and dropped (logged). The
+/// writer keeps up with tens of thousands of opens per second, so this only absorbs bursts.
+const QUEUE: usize = 1 << 20;
 /// Opens written per transaction, at most.
-const BATCH: usize = 2048;
+const BATCH: usize = 8192;
+/// The writer's own page cache: the pixel_opens index is written all over, so a small cache would
+/// re-read and re-write the same pages for every batch.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Open {
@@ -46,11 +50,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the writer task. It ends, after writing everything queued, once every `Recorder` clone
-    /// is dropped; await the handle to be sure.
+    /// Starts the writer: one thread with one connection of its own for its whole life. It ends,
+    /// after writing everything queued, once every `Recorder` clone is dropped; await the handle to
+    /// be sure.
     pub fn start(db: Db) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(writer(db, rx));
+        let handle = tokio::task::spawn_blocking(move || writer(&db, rx));
         (
             Self {
                 tx,
@@ -70,31 +75,53 @@ impl Recorder {
     }
 }
 
-async fn writer(db: Db, mut rx: mpsc::Receiver<Open>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let opens = std::mem::take(&mut batch);
-        let n = opens.len();
-        let result = db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
-                {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO pixel_opens (message_id, client_ip, user_agent, opened_at)
-                         SELECT ?1, ?2, ?3, datetime(?4, 'unixepoch')
-                         WHERE EXISTS (SELECT 1 FROM tracked_messages WHERE message_id = ?1)",
-                    )?;
-                    for o in &opens {
-                        insert.execute((&o.id, &o.ip, &o.user_agent, o.unix_time))?;
-                    }
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, opens = n, "could not record pixel opens");
+fn write_batch(conn: &mut rusqlite::Connection, opens: &[Open]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO pixel_opens (message_id, client_ip, user_agent, opened_at)
+             SELECT ?1, ?2, ?3, datetime(?4, 'unixepoch')
+             WHERE EXISTS (SELECT 1 FROM tracked_messages WHERE message_id = ?1)",
+        )?;
+        for o in opens {
+            insert.execute((&o.id, &o.ip, &o.user_agent, o.unix_time))?;
         }
+    }
+    tx.commit()
+}
+
+fn writer(db: &Db, mut rx: mpsc::Receiver<Open>) {
+    let mut conn = match db.pool().get() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the pixel open writer has no database connection");
+            return;
+        }
+    };
+    if let Err(e) = conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB) {
+        tracing::warn!(error = %e, "could not enlarge the writer's page cache");
+    }
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        // A failed batch (database locked for longer than the busy timeout...) is retried a few
+        // times before its opens are given up, logged.
+        let mut tries = 0;
+        while let Err(e) = write_batch(&mut conn, &batch) {
+            tries += 1;
+            if tries == 5 {
+                tracing::error!(error = %e, opens = batch.len(), "could not record pixel opens");
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200 * tries));
+        }
+        batch.clear();
     }
     tracing::info!("pixel open writer stopped");
 }
