@@ -24,9 +24,24 @@ pub(super) fn insert_pixel(
     tag: &str,
     eol: Eol,
 ) -> Result<Vec<u8>, InjectError> {
-    insert_pixel_chunked(html, encoding, tag, eol, CHUNK)
+    let mut out = Vec::with_capacity(html.len() + 2 * tag.len());
+    insert_pixel_into(html, encoding, tag, eol, &mut out)?;
+    Ok(out)
 }
 
+/// [`insert_pixel`], appending to `out`: lets the caller write an unencoded part straight into
+/// the new message.
+pub(super) fn insert_pixel_into(
+    html: &[u8],
+    encoding: AsciiCompatibleEncoding,
+    tag: &str,
+    eol: Eol,
+    out: &mut Vec<u8>,
+) -> Result<(), InjectError> {
+    write_chunked(html, encoding, tag, eol, CHUNK, out)
+}
+
+#[cfg(test)]
 pub(super) fn insert_pixel_chunked(
     html: &[u8],
     encoding: AsciiCompatibleEncoding,
@@ -34,6 +49,19 @@ pub(super) fn insert_pixel_chunked(
     eol: Eol,
     chunk: usize,
 ) -> Result<Vec<u8>, InjectError> {
+    let mut out = Vec::new();
+    write_chunked(html, encoding, tag, eol, chunk, &mut out)?;
+    Ok(out)
+}
+
+fn write_chunked(
+    html: &[u8],
+    encoding: AsciiCompatibleEncoding,
+    tag: &str,
+    eol: Eol,
+    chunk: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), InjectError> {
     let eol = eol.as_str();
     let line = format!("{eol}{tag}{eol}");
     // At the document end we know what precedes the tag: no empty line if a line just ended.
@@ -46,7 +74,7 @@ pub(super) fn insert_pixel_chunked(
     let inserted = Rc::new(Cell::new(false));
     let seen_body = Cell::new(false);
 
-    let mut out = Vec::with_capacity(html.len() + line.len());
+    out.reserve(html.len() + line.len());
     let settings = Settings::new()
         .with_encoding(encoding)
         .append_element_content_handler(element!("body", |el| {
@@ -76,7 +104,7 @@ pub(super) fn insert_pixel_chunked(
         rewriter.write(piece).map_err(html_error)?;
     }
     rewriter.end().map_err(html_error)?;
-    Ok(out)
+    Ok(())
 }
 
 fn html_error(e: lol_html::errors::RewritingError) -> InjectError {

@@ -6,7 +6,6 @@
 //! enclosing multipart must be closed, and our decoding of the range must equal mail-parser's.
 //! A message that fails any check is left alone.
 
-use std::borrow::Cow;
 use std::ops::Range;
 
 use encoding_rs::Encoding;
@@ -129,19 +128,51 @@ pub(super) fn locate<'m>(
 /// offsets and both decoders agree on what the part says. Line endings are not compared:
 /// mail-parser normalises them in quoted-printable.
 pub(super) fn check_decoded(target: &Target<'_>, decoded: &[u8]) -> Result<(), InjectError> {
-    let ours = match target.charset.and_then(|c| charset_decoder(c.as_bytes())) {
-        Some(decode) => Cow::Owned(decode(decoded)),
-        None => String::from_utf8_lossy(decoded),
+    // mail-parser turns bytes into text with the charset's decoder, or for UTF-8 (and no
+    // charset) with `from_utf8_lossy`. Bytes identical to the parser's text are valid UTF-8,
+    // which `from_utf8_lossy` leaves as it is: the usual case costs one `memcmp`, no copy.
+    let parser_text = target.parser_text.as_bytes();
+    let same = match target.charset.and_then(|c| charset_decoder(c.as_bytes())) {
+        Some(decode) => eq_ignoring_cr(decode(decoded).as_bytes(), parser_text),
+        None => {
+            decoded == parser_text
+                || eq_ignoring_cr(String::from_utf8_lossy(decoded).as_bytes(), parser_text)
+        }
     };
-    fn without_cr(s: &str) -> impl Iterator<Item = u8> + '_ {
-        s.bytes().filter(|&b| b != b'\r')
-    }
-    if without_cr(&ours).eq(without_cr(target.parser_text)) {
+    if same {
         Ok(())
     } else {
         Err(malformed(
             "the part's bytes do not decode as the parsed part",
         ))
+    }
+}
+
+/// Whether `a` and `b` are equal once every CR is removed from both. Usually both use the same
+/// line endings, and one `memcmp` decides; otherwise the runs between CRs are compared as slices.
+fn eq_ignoring_cr(mut a: &[u8], mut b: &[u8]) -> bool {
+    if a == b {
+        return true;
+    }
+    let run = |s: &[u8]| s.iter().position(|&c| c == b'\r').unwrap_or(s.len());
+    let skip_crs = |s: &[u8]| -> usize { s.iter().take_while(|&&c| c == b'\r').count() };
+    loop {
+        let n = run(a).min(run(b));
+        let (Some((head_a, rest_a)), Some((head_b, rest_b))) =
+            (a.split_at_checked(n), b.split_at_checked(n))
+        else {
+            return false;
+        };
+        if head_a != head_b {
+            return false;
+        }
+        // One side is now at a CR or at its end: skip the CRs on both sides.
+        let (cr_a, cr_b) = (skip_crs(rest_a), skip_crs(rest_b));
+        a = rest_a.get(cr_a..).unwrap_or_default();
+        b = rest_b.get(cr_b..).unwrap_or_default();
+        if a.is_empty() || b.is_empty() || cr_a + cr_b == 0 {
+            return a.is_empty() && b.is_empty();
+        }
     }
 }
 
@@ -292,8 +323,51 @@ fn malformed(why: &str) -> InjectError {
     InjectError::Malformed(why.to_owned())
 }
 
-/// Knuth-Morris-Pratt: linear time, so a hostile message cannot make the checks quadratic.
+/// The first occurrence of `needle` in `haystack`.
+///
+/// Candidates are found 32 positions at a time by their first and last byte (a loop the compiler
+/// turns into SIMD compares) and confirmed with a slice compare. Confirming costs up to the
+/// needle's length per candidate, so once confirmations have cost as much as the haystack is long
+/// (a hostile message full of near-matches), the rest goes to [`find_kmp`], which is linear: the
+/// search never becomes quadratic.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 32;
+    let (Some(&first), Some(&last)) = (needle.first(), needle.last()) else {
+        return Some(0);
+    };
+    let span = needle.len() - 1;
+    let mut budget = haystack.len();
+    let mut at = 0;
+    while let (Some(heads), Some(tails)) = (
+        block::<BLOCK>(haystack, at),
+        block::<BLOCK>(haystack, at + span),
+    ) {
+        let mut candidates = 0u32;
+        for i in 0..BLOCK {
+            candidates |= u32::from((heads[i] == first) & (tails[i] == last)) << i;
+        }
+        while candidates != 0 {
+            let pos = at + candidates.trailing_zeros() as usize;
+            if haystack.get(pos..pos + needle.len()) == Some(needle) {
+                return Some(pos);
+            }
+            budget = budget.saturating_sub(needle.len());
+            if budget == 0 {
+                return find_kmp(haystack.get(pos..)?, needle).map(|i| pos + i);
+            }
+            candidates &= candidates - 1;
+        }
+        at += BLOCK;
+    }
+    find_kmp(haystack.get(at..)?, needle).map(|i| at + i)
+}
+
+fn block<const N: usize>(bytes: &[u8], at: usize) -> Option<&[u8; N]> {
+    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+/// Knuth-Morris-Pratt: linear time whatever the input.
+fn find_kmp(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return Some(0);
     }
@@ -331,6 +405,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn eq_ignoring_cr_matches_filtering() {
+        let texts = [
+            "",
+            "\r",
+            "\r\r",
+            "a",
+            "a\r",
+            "\ra",
+            "ab",
+            "a\rb",
+            "a\r\nb",
+            "a\nb",
+            "a\r\n",
+            "a\n",
+            "\r\nab\r\n",
+            "b",
+            "ab\r\r\n",
+        ];
+        for a in texts {
+            for b in texts {
+                let want = a.replace('\r', "") == b.replace('\r', "");
+                assert_eq!(
+                    eq_ignoring_cr(a.as_bytes(), b.as_bytes()),
+                    want,
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn find_matches_naive_search() {
         for (hay, needle) in [
             ("", "--b"),
@@ -350,6 +455,34 @@ mod tests {
                 naive,
                 "{hay:?} {needle:?}"
             );
+            assert_eq!(find_kmp(hay.as_bytes(), needle.as_bytes()), naive);
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1024, failure_persistence: None, ..Default::default() })]
+        /// Small alphabets make near-matches common, which exercises the switch to KMP too.
+        #[test]
+        fn find_matches_naive_search_on_anything(
+            hay in proptest::collection::vec(proptest::sample::select(b"-ab".to_vec()), 0..300),
+            needle in proptest::collection::vec(proptest::sample::select(b"-ab".to_vec()), 1..12),
+        ) {
+            let naive = hay.windows(needle.len()).position(|w| w == needle.as_slice());
+            proptest::prop_assert_eq!(find(&hay, &needle), naive);
+        }
+    }
+
+    #[test]
+    fn find_stays_linear_on_near_matches() {
+        let hay = vec![b'-'; 4 << 20];
+        let needle = [&b"-".repeat(150)[..], b"x-"].concat();
+        let t = std::time::Instant::now();
+        assert_eq!(find(&hay, &needle), None);
+        // Quadratic would be ~600M compares; linear is a few ms even unoptimised.
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -212,11 +212,23 @@ fn rewrite(
         Cte::QuotedPrintable => Eol::Crlf,
         Cte::Base64 => Eol::detect(&decoded).unwrap_or(part_eol),
     };
-    let html = html::insert_pixel(&decoded, target.encoding, &pixel.img_tag(), html_eol)?;
-    let new_body = target.cte.encode(&html, encoded, part_eol);
-    mime::check_new_body(&target, &new_body)?;
-
-    Ok(Outcome::Rewritten([before, &new_body, after].concat()))
+    // One output buffer: the bytes before the part, the new part, the bytes after it.
+    let tag = pixel.img_tag();
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 16 + 2 * tag.len() + 64);
+    out.extend_from_slice(before);
+    match target.cte {
+        // Nothing to encode: lol_html writes straight into the message.
+        Cte::Identity => {
+            html::insert_pixel_into(&decoded, target.encoding, &tag, html_eol, &mut out)?;
+        }
+        cte => {
+            let html = html::insert_pixel(&decoded, target.encoding, &tag, html_eol)?;
+            cte.encode_into(&html, encoded, part_eol, &mut out);
+        }
+    }
+    mime::check_new_body(&target, out.get(before.len()..).unwrap_or_default())?;
+    out.extend_from_slice(after);
+    Ok(Outcome::Rewritten(out))
 }
 
 /// mail-parser has `debug_assert!`s and unchecked arithmetic that fire on some malformed input
