@@ -40,10 +40,16 @@ RUN set -eux; \
         opendkim supervisor ca-certificates bc; \
     rm -rf /var/lib/apt/lists/*
 
-# Fixed ids so that mail in an existing volume stays readable when the image is rebuilt.
+# Fixed ids so that mail in an existing volume stays readable when the image is rebuilt. The
+# dashboard and the milter run as their own users, in the group that owns the database.
 RUN groupadd --system --gid 5000 vmail \
  && useradd --system --uid 5000 --gid 5000 --home-dir /nonexistent --no-create-home \
-        --shell /usr/sbin/nologin vmail
+        --shell /usr/sbin/nologin vmail \
+ && groupadd --system --gid 5001 mailserver \
+ && useradd --system --uid 5001 --gid 5001 --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin mailserver-web \
+ && useradd --system --uid 5002 --gid 5001 --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin mailserver-milter
 
 COPY --from=build /out/mailserver /out/mailserver-milter /out/mailserver-web /usr/local/bin/
 COPY docker/entrypoint.sh docker/healthcheck.sh /usr/local/bin/
@@ -53,6 +59,6 @@ ENV DATA_DIR=/data BIN_DIR=/usr/local/bin
 VOLUME /data
 EXPOSE 25 465 587 110 143 993 995 8080
 
-HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/healthcheck.sh"]
 ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]

@@ -30,6 +30,11 @@ fi
 getent group vmail >/dev/null || groupadd --system --gid 5000 vmail
 id vmail >/dev/null 2>&1 || useradd --system --uid 5000 --gid vmail --home-dir /nonexistent \
   --no-create-home --shell /usr/sbin/nologin vmail
+getent group mailserver >/dev/null || groupadd --system --gid 5001 mailserver
+for u in mailserver-web:5001 mailserver-milter:5002; do
+  id "${u%%:*}" >/dev/null 2>&1 || useradd --system --uid "${u##*:}" --gid mailserver \
+    --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "${u%%:*}"
+done
 
 if [ ! -x "$ROOT/.venv/bin/pytest" ]; then
   python3 -m venv "$ROOT/.venv"

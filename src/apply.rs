@@ -43,6 +43,11 @@ pub enum ApplyError {
     Maps(#[from] rusqlite::Error),
     #[error("reloading {daemon:?} failed: {output}")]
     Reload { daemon: Daemon, output: String },
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// The applier (see [`crate::applier`]) could not be reached, or reported this failure.
+    #[error("{0}")]
+    Applier(String),
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ApplyError + 'a {

@@ -60,6 +60,12 @@ pub struct InitReport {
 
 fn dir(path: &Path, mode: u32, owner: Owner, users: &SystemUsers) -> Result<(), InitError> {
     fs::create_dir_all(path).map_err(io("create", path))?;
+    own(path, mode, owner, users)
+}
+
+/// Sets the owner (when running as root) and the mode of an existing file or directory. Done at
+/// every start, so a volume made by an older image, or restored from a backup, is put right.
+fn own(path: &Path, mode: u32, owner: Owner, users: &SystemUsers) -> Result<(), InitError> {
     let (uid, gid) = owner.ids(users);
     if nix::unistd::geteuid().is_root() {
         nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| io("chown", path)(e.into()))?;
@@ -85,7 +91,9 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
     let users = SystemUsers::lookup()?;
     // The daemons' users must be able to traverse the data directory (mktemp -d makes 0700).
     dir(&paths.data, 0o755, Owner::Root, &users)?;
-    dir(&paths.db_dir(), 0o755, Owner::Root, &users)?;
+    // The dashboard and the milter (group `mailserver`) create the database's -wal and -shm files;
+    // Postfix and Dovecot only traverse it to read maps.db.
+    dir(&paths.db_dir(), 0o775, Owner::RootMailserverGroup, &users)?;
     dir(&paths.config_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.ssl_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.dkim_dir(), 0o755, Owner::Root, &users)?;
@@ -99,7 +107,13 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
     )?;
     dir(&paths.log_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.run_dir(), 0o755, Owner::Root, &users)?;
-    dir(&paths.run_dir().join("milter"), 0o755, Owner::Root, &users)?;
+    // The milter (its own user) creates its socket here; Postfix connects to it (socket mode 0666).
+    dir(
+        &paths.run_dir().join("milter"),
+        0o755,
+        Owner::Milter,
+        &users,
+    )?;
     dir(
         &paths.run_dir().join("opendkim"),
         0o755,
@@ -109,8 +123,14 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
 
     let pool = db::open(&paths.db(), 2)?;
     let mut conn = pool.get().map_err(DbError::from)?;
-    fs::set_permissions(paths.db(), fs::Permissions::from_mode(0o600))
-        .map_err(io("chmod", &paths.db()))?;
+    // Read and written by the dashboard and the milter; nobody else (it holds the DKIM private keys
+    // and the admin's hash). SQLite gives new -wal/-shm files the database file's mode and owner.
+    for suffix in ["", "-wal", "-shm"] {
+        let path = paths.db().with_file_name(format!("mailserver.db{suffix}"));
+        if suffix.is_empty() || path.exists() {
+            own(&path, 0o660, Owner::RootMailserverGroup, &users)?;
+        }
+    }
 
     let defaults: BTreeMap<String, String> = [
         ("HOSTNAME".to_string(), default_hostname()),
@@ -132,6 +152,8 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
         write_new(&paths.tls_key(), cert.key_pem.as_bytes(), 0o600)?;
         write_new(&paths.tls_cert(), cert.cert_pem.as_bytes(), 0o644)?;
     }
+    // The dashboard serves TLS as its own user; the mail daemons read the key as root.
+    own(&paths.tls_key(), 0o640, Owner::RootMailserverGroup, &users)?;
 
     let apply = apply::apply(paths, &mut conn)?;
     Ok(InitReport {

@@ -6,6 +6,7 @@
 //! files, swaps them in atomically and reloads the daemons that need it. Every value that reaches a
 //! configuration file is one of the validated types in [`names`].
 
+pub mod applier;
 pub mod apply;
 pub mod db;
 pub mod dkim;
@@ -14,6 +15,7 @@ pub mod init;
 pub mod names;
 pub mod password;
 pub mod render;
+pub mod requeue;
 pub mod settings;
 pub mod store;
 pub mod system;

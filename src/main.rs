@@ -43,6 +43,11 @@ enum Command {
     /// Manage dashboard admins.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Run the applier: the root service that applies the configuration when the dashboard (which
+    /// runs as its own user) asks over run/applier/applier.sock. Started by supervisord.
+    Applier,
+    /// Run as a supervisord event listener: retry Postfix's deferred mail when Dovecot is back.
+    RequeueListener,
 }
 
 #[derive(Subcommand)]
@@ -192,6 +197,11 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
+    match cli.command {
+        Command::Applier => return Ok(mailserver::applier::serve(&paths)?),
+        Command::RequeueListener => return Ok(mailserver::requeue::run(&paths)?),
+        _ => {}
+    }
     if !paths.db().exists() {
         bail!(
             "no database at {}: run `mailserver init` first",
@@ -203,7 +213,9 @@ fn run(cli: Cli) -> Result<()> {
     let out = std::io::stdout();
     let mut out = out.lock();
     let changed = match cli.command {
-        Command::Init => unreachable!("handled above"),
+        Command::Init | Command::Applier | Command::RequeueListener => {
+            unreachable!("handled above")
+        }
         Command::Apply => true,
         Command::Domain(cmd) => match cmd {
             DomainCmd::Add { domain } => {

@@ -87,6 +87,10 @@ impl Paths {
     pub fn lock_file(&self) -> PathBuf {
         self.run_dir().join("apply.lock")
     }
+    /// Where the applier takes requests from the unprivileged dashboard (see `applier`).
+    pub fn applier_socket(&self) -> PathBuf {
+        self.run_dir().join("applier/applier.sock")
+    }
 }
 
 /// The listening ports of the public services.

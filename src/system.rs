@@ -26,6 +26,11 @@ pub struct SystemUsers {
     pub postfix_gid: u32,
     pub opendkim_uid: u32,
     pub opendkim_gid: u32,
+    /// The dashboard's and the milter's users, both in the `mailserver` group, which owns the
+    /// database and can reach the applier.
+    pub web_uid: u32,
+    pub milter_uid: u32,
+    pub mailserver_gid: u32,
 }
 
 fn user(name: &'static str) -> Result<User, SystemError> {
@@ -50,6 +55,9 @@ impl SystemUsers {
             postfix_gid: group("postfix")?.gid.as_raw(),
             opendkim_uid: opendkim.uid.as_raw(),
             opendkim_gid: opendkim.gid.as_raw(),
+            web_uid: user(WEB_USER)?.uid.as_raw(),
+            milter_uid: user(MILTER_USER)?.uid.as_raw(),
+            mailserver_gid: group(MAILSERVER_GROUP)?.gid.as_raw(),
         })
     }
 
@@ -61,9 +69,21 @@ impl SystemUsers {
             postfix_gid: 106,
             opendkim_uid: 103,
             opendkim_gid: 108,
+            web_uid: 5001,
+            milter_uid: 5002,
+            mailserver_gid: 5001,
         }
     }
+
+    pub fn mailserver_gid(&self) -> Gid {
+        Gid::from_raw(self.mailserver_gid)
+    }
 }
+
+/// The user `mailserver-web` runs as (supervisord.conf), and the milter's; see the Dockerfile.
+pub const WEB_USER: &str = "mailserver-web";
+pub const MILTER_USER: &str = "mailserver-milter";
+pub const MAILSERVER_GROUP: &str = "mailserver";
 
 /// Who owns a file we write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +93,10 @@ pub enum Owner {
     RootPostfixGroup,
     Opendkim,
     Vmail,
+    /// Root's, readable (and for the database, writable) by the `mailserver` group.
+    RootMailserverGroup,
+    /// The milter's, so it can create its socket there.
+    Milter,
 }
 
 impl Owner {
@@ -88,6 +112,8 @@ impl Owner {
                 Uid::from_raw(users.vmail_uid),
                 Gid::from_raw(users.vmail_gid),
             ),
+            Owner::RootMailserverGroup => (Uid::from_raw(0), users.mailserver_gid()),
+            Owner::Milter => (Uid::from_raw(users.milter_uid), users.mailserver_gid()),
         }
     }
 }
@@ -100,6 +126,30 @@ pub fn pid_alive(pid_file: &Path) -> Option<i32> {
     // The state is the field after the parenthesised command name.
     let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
     (state != "Z" && state != "X").then_some(pid)
+}
+
+/// Whether each daemon is up: its pid file names a live process, or (the milter) its socket answers.
+/// The pid files are root's (mode 0600): unprivileged callers ask the applier instead.
+pub fn daemon_status(paths: &crate::settings::Paths) -> Vec<(&'static str, bool)> {
+    let run = paths.run_dir();
+    vec![
+        (
+            "Postfix",
+            pid_alive(&paths.spool_dir().join("postfix/pid/master.pid")).is_some(),
+        ),
+        (
+            "Dovecot",
+            pid_alive(&run.join("dovecot/master.pid")).is_some(),
+        ),
+        (
+            "OpenDKIM",
+            pid_alive(&run.join("opendkim/opendkim.pid")).is_some(),
+        ),
+        (
+            "Tracking milter",
+            std::os::unix::net::UnixStream::connect(run.join("milter/milter.sock")).is_ok(),
+        ),
+    ]
 }
 
 /// True when some directory above `path` (or `path` itself) is writable by everybody, as `/tmp` is.

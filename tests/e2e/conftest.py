@@ -1,12 +1,19 @@
-"""Fixtures for the end-to-end tests: a real native stack (scripts/stack.sh) and an SMTP capture server.
+"""Fixtures for the end-to-end tests: the stack under test and an SMTP capture server.
 
-The stack runs Debian's Postfix, Dovecot and OpenDKIM plus our binaries on 127.0.0.1, from the same
-templates the image ships. Outbound mail is relayed (RELAYHOST) to an in-process aiosmtpd server, so
-tests can look at exactly what would have left the machine.
+The same tests run against two targets, chosen by E2E_TARGET:
+- `native` (default): a real native stack started here with scripts/stack.sh: Debian's Postfix,
+  Dovecot and OpenDKIM plus our binaries on 127.0.0.1, from the same templates the image ships.
+- `container`: the image, already running under Compose (scripts/docker-test.sh starts it and sets
+  E2E_COMPOSE, E2E_COMPOSE_PROJECT and E2E_ENV_FILE); the tests use its published ports and reach
+  inside only through `docker exec`, as an administrator would.
+Outbound mail is relayed (RELAYHOST) to an in-process aiosmtpd server, so tests can look at exactly
+what would have left the machine. Tests marked `native_only` or `container_only` are deselected
+(not skipped) on the other target; container-only tests restart the container, so they run last.
 """
 
 import os
 import pathlib
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -19,8 +26,25 @@ from aiosmtpd.controller import Controller
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STACK = ROOT / "scripts" / "stack.sh"
+TARGET = os.environ.get("E2E_TARGET", "native")
 PORTBASE = int(os.environ.get("E2E_PORTBASE", "21000"))
-CAPTURE_PORT = PORTBASE + 626
+CAPTURE_HOST = os.environ.get("E2E_CAPTURE_HOST", "127.0.0.1")
+CAPTURE_PORT = int(os.environ.get("E2E_CAPTURE_PORT", str(PORTBASE + 626)))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "native_only: concerns the native stack itself (scripts/stack.sh)")
+    config.addinivalue_line("markers", "container_only: concerns the image and the running container")
+
+
+def pytest_collection_modifyitems(config, items):
+    other = {"native": "container_only", "container": "native_only"}[TARGET]
+    keep = [i for i in items if not i.get_closest_marker(other)]
+    dropped = [i for i in items if i.get_closest_marker(other)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    keep.sort(key=lambda i: i.get_closest_marker("container_only") is not None)
+    items[:] = keep
 
 
 class Capture:
@@ -49,32 +73,102 @@ class Capture:
 @pytest.fixture(scope="session")
 def capture():
     handler = Capture()
-    controller = Controller(handler, hostname="127.0.0.1", port=CAPTURE_PORT, enable_SMTPUTF8=False)
+    controller = Controller(handler, hostname=CAPTURE_HOST, port=CAPTURE_PORT, enable_SMTPUTF8=False)
     controller.start()
     yield handler
     controller.stop()
 
 
 class Stack:
-    def __init__(self, data_dir, env):
+    """What the tests need of a stack, whichever the target: ports, TLS, the CLI, the daemons."""
+
+    def __init__(self, data_dir, ports):
+        # The data directory as this machine sees it (for the container: its volume), read-only use:
+        # logs and the database.
         self.data_dir = pathlib.Path(data_dir)
-        self.ports = {k: int(v) for k, v in env.items() if k.endswith("_PORT")}
-        self.up_seconds = float(env.get("UP_SECONDS", "0"))
-        self.cert = str(self.data_dir / "ssl" / "cert.pem")
+        self.ports = ports
 
     def port(self, name):
         return self.ports[name.upper() + "_PORT"]
 
     def tls(self):
-        ctx = ssl.create_default_context(cafile=self.cert)
-        return ctx
+        return ssl.create_default_context(cafile=str(self.data_dir / "ssl" / "cert.pem"))
+
+    def check(self, what, r, check):
+        if check and r.returncode != 0:
+            raise AssertionError("%s failed (%d): %s%s" % (what, r.returncode, r.stdout, r.stderr))
+        return r
+
+
+class NativeStack(Stack):
+    def __init__(self, data_dir, env):
+        super().__init__(data_dir, {k: int(v) for k, v in env.items() if k.endswith("_PORT")})
+        self.up_seconds = float(env.get("UP_SECONDS", "0"))
 
     def cli(self, *args, input=None, check=True):
         binary = os.environ.get("BIN_DIR", str(ROOT / "target" / "release")) + "/mailserver"
         r = subprocess.run([binary, "--data", str(self.data_dir), *args], input=input, capture_output=True, text=True)
-        if check and r.returncode != 0:
-            raise AssertionError("mailserver %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr))
-        return r
+        return self.check("mailserver " + " ".join(args), r, check)
+
+    def supervisorctl(self, *args, check=True):
+        conf = str(self.data_dir / "config" / "supervisord.conf")
+        r = subprocess.run(["supervisorctl", "-c", conf, *args], capture_output=True, text=True)
+        return self.check("supervisorctl " + " ".join(args), r, check)
+
+    def sendmail(self, args, raw):
+        subprocess.run(["sendmail", "-C", str(self.data_dir / "config" / "postfix"), *args], input=raw,
+                       check=True, timeout=30)
+
+
+class ContainerStack(Stack):
+    """The Compose project scripts/docker-test.sh started; its container may be recreated by tests."""
+
+    def __init__(self, compose, project, env_file):
+        self.compose_cmd = shlex.split(compose)
+        self.project = project
+        self.env_file = env_file
+        env = dict(line.split("=", 1) for line in pathlib.Path(env_file).read_text().splitlines()
+                   if "=" in line and not line.startswith("#"))
+        volume = "%s_maildata" % project
+        mountpoint = subprocess.run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", volume],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+        super().__init__(mountpoint, {k: int(v) for k, v in env.items() if k.endswith("_PORT")})
+
+    def compose(self, *args, check=True, timeout=600, cmd=None):
+        """Runs Compose on the project: the suite's own (E2E_COMPOSE) or `cmd` ("docker-compose" for v1)."""
+        base = shlex.split(cmd) if cmd else self.compose_cmd
+        r = subprocess.run([*base, "-p", self.project, "--env-file", self.env_file, *args],
+                           cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
+        return self.check(" ".join(base + list(args)), r, check)
+
+    def container(self):
+        cid = self.compose("ps", "-q", "mailserver").stdout.strip()
+        assert cid, "the mailserver container is not running"
+        return cid
+
+    def exec(self, *args, input=None, check=True, user=None):
+        cmd = ["docker", "exec", "-i"] + (["-u", user] if user else []) + [self.container(), *args]
+        r = subprocess.run(cmd, input=input, capture_output=True, text=not isinstance(input, bytes), timeout=120)
+        return self.check("docker exec " + " ".join(args), r, check)
+
+    def cli(self, *args, input=None, check=True):
+        return self.exec("mailserver", *args, input=input, check=check)
+
+    def supervisorctl(self, *args, check=True):
+        return self.exec("supervisorctl", "-c", "/data/config/supervisord.conf", *args, check=check)
+
+    def sendmail(self, args, raw):
+        self.exec("sendmail", "-C", "/data/config/postfix", *args, input=raw)
+
+    def wait_healthy(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", self.container()],
+                               capture_output=True, text=True)
+            if r.stdout.strip() == "healthy":
+                return
+            time.sleep(0.5)
+        raise AssertionError("the container did not become healthy within %ss" % timeout)
 
 
 def stack_up(data_dir, portbase, relayhost=""):
@@ -83,7 +177,7 @@ def stack_up(data_dir, portbase, relayhost=""):
     if r.returncode != 0:
         raise RuntimeError("stack.sh up failed:\n%s\n%s" % (r.stdout, r.stderr))
     values = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    return Stack(values["DATA_DIR"], values)
+    return NativeStack(values["DATA_DIR"], values)
 
 
 def stack_down(data_dir):
@@ -98,16 +192,30 @@ def keep_logs(data_dir, name):
         shutil.copy(f, out / f.name)
 
 
+def provision(s):
+    # Provisioned after start-up on purpose: every change below must reach the running daemons.
+    s.cli("domain", "add", "example.test")
+    for user, pw, quota in [("alice", "alice-pw", "0"), ("bob", "bob-pw", "0"), ("carol", "carol-pw", "1")]:
+        s.cli("account", "add", "%s@example.test" % user, "--password-stdin", "--quota", quota, input=pw + "\n")
+    s.cli("alias", "add", "info@example.test", "bob@example.test,partner@outside.test")
+
+
 @pytest.fixture(scope="session")
 def stack(capture):
+    if TARGET == "container":
+        s = ContainerStack(os.environ["E2E_COMPOSE"], os.environ["E2E_COMPOSE_PROJECT"], os.environ["E2E_ENV_FILE"])
+        try:
+            provision(s)
+            yield s
+        finally:
+            keep_logs(s.data_dir, "container-stack")
+            logs = subprocess.run(["docker", "logs", s.container()], capture_output=True, text=True)
+            (ROOT / "test-output" / "container-stack" / "docker-logs.txt").write_text(logs.stdout + logs.stderr)
+        return
     data_dir = tempfile.mkdtemp(prefix="e2e", dir="/tmp")
     s = stack_up(data_dir, PORTBASE, relayhost="[127.0.0.1]:%d" % CAPTURE_PORT)
     try:
-        # Provisioned after start-up on purpose: every change below must reach the running daemons.
-        s.cli("domain", "add", "example.test")
-        for user, pw, quota in [("alice", "alice-pw", "0"), ("bob", "bob-pw", "0"), ("carol", "carol-pw", "1")]:
-            s.cli("account", "add", "%s@example.test" % user, "--password-stdin", "--quota", quota, input=pw + "\n")
-        s.cli("alias", "add", "info@example.test", "bob@example.test,partner@outside.test")
+        provision(s)
         yield s
     finally:
         keep_logs(data_dir, "native-stack")

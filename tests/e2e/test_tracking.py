@@ -6,7 +6,6 @@ import email.policy
 import quopri
 import re
 import sqlite3
-import subprocess
 import uuid
 
 import pytest
@@ -128,16 +127,14 @@ def test_untracked_alias_is_not_touched(stack, capture):
 def test_local_submission_is_tracked(stack, capture, tracked):
     subject = tag("local")
     raw = build("html", tracked, "someone@outside.test", subject)
-    subprocess.run(["sendmail", "-C", str(stack.data_dir / "config" / "postfix"), "-f", tracked, "-i",
-                    "someone@outside.test"], input=raw, check=True, timeout=30)
+    stack.sendmail(["-f", tracked, "-i", "someone@outside.test"], raw)
     _, _, out = capture.wait_for(lambda m: subject.encode() in m[2], timeout=30)
     assert len(PIXEL.findall(html_parts(out)[0].encode())) == 1
     assert dkim_verify(out, dkim_records(stack, "example.test"))
 
 
 def test_with_the_milter_stopped_mail_still_flows_untracked(stack, capture, tracked):
-    conf = str(stack.data_dir / "config" / "supervisord.conf")
-    subprocess.run(["supervisorctl", "-c", conf, "stop", "milter"], check=True, capture_output=True)
+    stack.supervisorctl("stop", "milter")
     try:
         subject = tag("milter-down")
         raw = build("qp", tracked, "someone@outside.test", subject)
@@ -146,4 +143,4 @@ def test_with_the_milter_stopped_mail_still_flows_untracked(stack, capture, trac
         assert b"/pixel?id=" not in out
         assert dkim_verify(out, dkim_records(stack, "example.test"))
     finally:
-        subprocess.run(["supervisorctl", "-c", conf, "start", "milter"], check=True, capture_output=True)
+        stack.supervisorctl("start", "milter")

@@ -33,7 +33,8 @@ pub async fn apply_changes(state: &AppState) -> Result<(), String> {
     state
         .db
         .call(move |conn| {
-            mailserver::apply::apply(&paths, conn)
+            // The dashboard runs as its own user: the root applier does the writing and reloading.
+            mailserver::applier::apply(&paths, conn)
                 .map_err(|e| crate::error::WebError::BadRequest(e.to_string()))
         })
         .await

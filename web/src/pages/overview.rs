@@ -1,7 +1,5 @@
 //! Overview: counts, the state of each daemon, and (in the layout) the default-password banner.
 
-use std::path::Path;
-
 use axum::Router;
 use axum::extract::{Extension, State};
 use axum::routing::get;
@@ -43,24 +41,6 @@ fn counts(conn: &rusqlite::Connection) -> rusqlite::Result<Counts> {
     )
 }
 
-/// Whether each daemon is up: its pid file names a live process, or (the milter) its socket answers.
-pub fn daemon_status(paths: &mailserver::settings::Paths) -> Vec<(&'static str, bool)> {
-    let run = paths.run_dir();
-    let alive = |p: &Path| mailserver::system::pid_alive(p).is_some();
-    vec![
-        (
-            "Postfix",
-            alive(&paths.spool_dir().join("postfix/pid/master.pid")),
-        ),
-        ("Dovecot", alive(&run.join("dovecot/master.pid"))),
-        ("OpenDKIM", alive(&run.join("opendkim/opendkim.pid"))),
-        (
-            "Tracking milter",
-            std::os::unix::net::UnixStream::connect(run.join("milter/milter.sock")).is_ok(),
-        ),
-    ]
-}
-
 async fn overview(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
@@ -68,7 +48,7 @@ async fn overview(
     let paths = state.paths.clone();
     let (counts, daemons) = state
         .db
-        .call(move |conn| Ok((counts(conn)?, daemon_status(&paths))))
+        .call(move |conn| Ok((counts(conn)?, mailserver::applier::daemon_status(&paths))))
         .await?;
     let flash = state.auth.take_flash(&admin.session_id);
     let content = html! {
