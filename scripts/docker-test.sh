@@ -133,6 +133,7 @@ echo "== end-to-end tests against the container"
 export E2E_TARGET=container E2E_COMPOSE="docker compose" E2E_COMPOSE_PROJECT=$PROJECT
 export E2E_ENV_FILE=$work/test.env E2E_CAPTURE_HOST=$gateway E2E_CAPTURE_PORT=$capture_port
 export E2E_PORTBASE=$BASE
+rm -f test-output/container-figures.txt
 .venv/bin/python -m pytest -q tests/e2e
 
 # Figures for the notes (not asserted): the image, and the idle container after the tests.
@@ -140,5 +141,6 @@ cid=$(compose ps -q mailserver)
 sleep 5
 mem=$(docker stats --no-stream --format '{{.MemUsage}}' "$cid")
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')
+cat test-output/container-figures.txt
 echo "container figures: image $IMAGE $size; build ${t_build} s (base image, binaries, compose build);" \
      "up to healthy $(printf '%.1f' "$t_up") s; idle memory $mem"

@@ -2,6 +2,8 @@
 # THE test command (README): installs what it needs, builds, and runs every test:
 #   1. Rust unit tests and the CLI integration tests (cargo test --workspace)
 #   2. the end-to-end tests against the real daemons on loopback (pytest tests/e2e)
+#   3. the same end-to-end tests against the container, plus the container-only ones
+#      (scripts/docker-test.sh; reported as SKIPPED when no Docker engine answers)
 # Test logs of the stacks are kept under test-output/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,3 +24,6 @@ cargo test --workspace --locked
 
 echo "== end-to-end tests against the real daemons"
 .venv/bin/python -m pytest -q tests/e2e
+
+echo "== container tests (the image, built and run with docker compose)"
+scripts/docker-test.sh

@@ -5,6 +5,7 @@ These run last: they kill daemons and recreate the container.
 """
 
 import hashlib
+import pathlib
 import subprocess
 import time
 
@@ -16,6 +17,14 @@ from test_mail_stack import tag
 pytestmark = pytest.mark.container_only
 
 IMAGE = "mailserver:latest"
+FIGURES = pathlib.Path(__file__).resolve().parents[2] / "test-output" / "container-figures.txt"
+
+
+def note(line):
+    """Figures for the notes: scripts/docker-test.sh prints this file after the run."""
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("a") as f:
+        f.write(line + "\n")
 
 
 @pytest.mark.parametrize("cmd", ["docker compose", "docker-compose"])
@@ -33,7 +42,7 @@ def test_the_runtime_image_has_no_compilers(stack):
     assert r.stdout.strip() == "", "compilers in the runtime image: %s" % r.stdout
     size = int(subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE],
                               capture_output=True, text=True, check=True).stdout)
-    print("\nimage %s: %.0f MB" % (IMAGE, size / 1e6))
+    note("image %s: %.0f MB" % (IMAGE, size / 1e6))
 
 
 def processes(stack):
@@ -52,7 +61,7 @@ def test_the_dashboard_and_the_milter_run_under_their_own_users(stack):
     assert {str(u) for u in web} == {uid["mailserver-web"]} != {"0"}, (web, uid)
     assert {str(u) for u in milter} == {uid["mailserver-milter"]} != {"0"}, (milter, uid)
     as_root = [args for u, args in procs if u == 0]
-    print("\n%d processes, %d as root:\n  %s" % (len(procs), len(as_root), "\n  ".join(as_root)))
+    note("%d processes, %d as root: %s" % (len(procs), len(as_root), " | ".join(as_root)))
 
 
 def pid_of(stack, daemon):
@@ -102,7 +111,8 @@ def test_a_killed_daemon_comes_back_and_no_mail_is_lost(stack, capture, daemon):
     out_subject = tag("after-%s" % daemon)
     submit(stack, "alice@example.test", "alice-pw", message("alice@example.test", "someone@outside.test", out_subject))
     capture.wait_for(lambda m: out_subject.encode() in m[2], timeout=30)
-    print("\n%s: back in %.1f s; mail sent while it was down delivered after %.1f s" % (daemon, back, delivered))
+    note("killed %s: back in %.1f s; mail sent while it was down delivered %.1f s after the kill"
+         % (daemon, back, delivered))
 
 
 def sha256(path):
