@@ -372,8 +372,16 @@ fn init_is_idempotent() {
         assert_eq!(&read(path), old, "{} changed", path.display());
     }
     assert!(files_under(&d.join("config")) == config_before);
-    assert_eq!(mode(&d.join("db/mailserver.db")), 0o600);
-    assert_eq!(mode(&d.join("ssl/key.pem")), 0o600);
+    // Readable by the `mailserver` group (the dashboard and the milter), by nobody else.
+    assert_eq!(mode(&d.join("db/mailserver.db")), 0o660);
+    assert_eq!(mode(&d.join("ssl/key.pem")), 0o640);
+    if nix::unistd::geteuid().is_root() {
+        let group = nix::unistd::Group::from_name("mailserver").unwrap().unwrap().gid.as_raw();
+        for f in ["db/mailserver.db", "ssl/key.pem", "db"] {
+            let meta = std::fs::metadata(d.join(f)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (0, group), "{f}");
+        }
+    }
     let main_cf = read_text(&d.join("config/postfix/main.cf"));
     assert!(
         main_cf.lines().any(|l| l == "myhostname = mx.example.test"),
