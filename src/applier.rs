@@ -31,7 +31,6 @@ use crate::system::{self, SystemUsers};
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const APPLY: &[u8] = b"apply\n";
 const STATUS: &[u8] = b"status\n";
-const DAEMONS: [&str; 4] = ["Postfix", "Dovecot", "OpenDKIM", "Tracking milter"];
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -56,7 +55,7 @@ pub fn daemon_status(paths: &Paths) -> Vec<(&'static str, bool)> {
         tracing::warn!(error = %e, "could not learn the daemons' state");
         String::new()
     });
-    DAEMONS
+    system::DAEMONS
         .iter()
         .map(|&name| (name, answer.lines().any(|l| l == format!("{name}\tup"))))
         .collect()

@@ -128,28 +128,20 @@ pub fn pid_alive(pid_file: &Path) -> Option<i32> {
     (state != "Z" && state != "X").then_some(pid)
 }
 
-/// Whether each daemon is up: its pid file names a live process, or (the milter) its socket answers.
-/// The pid files are root's (mode 0600): unprivileged callers ask the applier instead.
+/// The daemons the dashboard reports on, in the order [`daemon_status`] gives them.
+pub const DAEMONS: [&str; 4] = ["Postfix", "Dovecot", "OpenDKIM", "Tracking milter"];
+
+/// Whether each of [`DAEMONS`] is up: its pid file names a live process, or (the milter) its socket
+/// answers. The pid files are root's (mode 0600): unprivileged callers ask the applier instead.
 pub fn daemon_status(paths: &crate::settings::Paths) -> Vec<(&'static str, bool)> {
     let run = paths.run_dir();
-    vec![
-        (
-            "Postfix",
-            pid_alive(&paths.spool_dir().join("postfix/pid/master.pid")).is_some(),
-        ),
-        (
-            "Dovecot",
-            pid_alive(&run.join("dovecot/master.pid")).is_some(),
-        ),
-        (
-            "OpenDKIM",
-            pid_alive(&run.join("opendkim/opendkim.pid")).is_some(),
-        ),
-        (
-            "Tracking milter",
-            std::os::unix::net::UnixStream::connect(run.join("milter/milter.sock")).is_ok(),
-        ),
-    ]
+    let up = [
+        pid_alive(&paths.spool_dir().join("postfix/pid/master.pid")).is_some(),
+        pid_alive(&run.join("dovecot/master.pid")).is_some(),
+        pid_alive(&run.join("opendkim/opendkim.pid")).is_some(),
+        std::os::unix::net::UnixStream::connect(run.join("milter/milter.sock")).is_ok(),
+    ];
+    DAEMONS.into_iter().zip(up).collect()
 }
 
 /// True when some directory above `path` (or `path` itself) is writable by everybody, as `/tmp` is.

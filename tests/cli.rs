@@ -376,7 +376,11 @@ fn init_is_idempotent() {
     assert_eq!(mode(&d.join("db/mailserver.db")), 0o660);
     assert_eq!(mode(&d.join("ssl/key.pem")), 0o640);
     if nix::unistd::geteuid().is_root() {
-        let group = nix::unistd::Group::from_name("mailserver").unwrap().unwrap().gid.as_raw();
+        let group = nix::unistd::Group::from_name("mailserver")
+            .unwrap()
+            .unwrap()
+            .gid
+            .as_raw();
         for f in ["db/mailserver.db", "ssl/key.pem", "db"] {
             let meta = std::fs::metadata(d.join(f)).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (0, group), "{f}");
