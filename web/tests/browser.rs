@@ -155,7 +155,23 @@ async fn submit_form(c: &Client, action: &str, fields: &[(&str, &str)]) {
     for (name, value) in fields {
         form.set_by_name(name, value).await.unwrap();
     }
+    submit_and_wait(c, &form).await;
+}
+
+/// Submits `form` and returns once the browser has left the page it was on. Reading the page right
+/// after `submit()` may otherwise still see the old document, whose elements then go stale
+/// mid-read (StaleElementReference, seen in CI).
+async fn submit_and_wait(c: &Client, form: &fantoccini::elements::Form) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
     form.submit().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.tag_name().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the form's answer did not load within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn imap_login(cert: &Path, port: u16, user: &str, password: &str) -> bool {
@@ -260,7 +276,7 @@ async fn dashboard_in_a_real_browser() {
     .click()
     .await
     .unwrap();
-    form.submit().await.unwrap();
+    submit_and_wait(&c, &form).await;
     let aliases = body_text(&c).await;
     assert!(aliases.contains("news@example.test"));
     shot(&c, "05-aliases").await;
@@ -271,12 +287,11 @@ async fn dashboard_in_a_real_browser() {
     // 2FA: set up, read the secret from the page, confirm with a computed code.
     c.goto(&format!("{base}/settings")).await.unwrap();
     shot(&c, "07-settings").await;
-    c.form(Locator::Css("form[action='/settings/2fa/start']"))
-        .await
-        .unwrap()
-        .submit()
+    let start = c
+        .form(Locator::Css("form[action='/settings/2fa/start']"))
         .await
         .unwrap();
+    submit_and_wait(&c, &start).await;
     let secret = c
         .find(Locator::Id("totp-secret"))
         .await
