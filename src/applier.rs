@@ -15,14 +15,13 @@
 //! followed by the error message, and closes the connection.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::apply::{self, ApplyError};
+use crate::apply::{self, ApplyError, io};
 use crate::db::{self, DbError};
 use crate::settings::Paths;
 use crate::system::{self, SystemUsers};
@@ -128,28 +127,19 @@ pub fn serve(paths: &Paths) -> Result<(), ApplyError> {
     let users = SystemUsers::lookup()?;
     let socket = paths.applier_socket();
     let dir = socket.parent().expect("the socket path has a directory");
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ApplyError::Io {
-            action,
-            path,
-            source,
-        }
-    };
+    let owner = system::Owner::RootMailserverGroup;
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-    nix::unistd::chown(dir, None, Some(users.mailserver_gid()))
-        .map_err(|e| io("chown", dir)(e.into()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
-        .map_err(io("chmod", dir))?;
+    owner
+        .set_on(dir, 0o750, &users)
+        .map_err(io("set the owner and mode of", dir))?;
     match std::fs::remove_file(&socket) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &socket)(e)),
         _ => {}
     }
     let listener = UnixListener::bind(&socket).map_err(io("bind", &socket))?;
-    nix::unistd::chown(&socket, None, Some(users.mailserver_gid()))
-        .map_err(|e| io("chown", &socket)(e.into()))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
-        .map_err(io("chmod", &socket))?;
+    owner
+        .set_on(&socket, 0o660, &users)
+        .map_err(io("set the owner and mode of", &socket))?;
 
     let pool = db::open(&paths.db(), 1)?;
     tracing::info!(socket = %socket.display(), "applier listening");

@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
@@ -50,7 +49,10 @@ pub enum ApplyError {
     Applier(String),
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ApplyError + 'a {
+pub(crate) fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ApplyError + 'a {
     move |source| ApplyError::Io {
         action,
         path: path.to_path_buf(),
@@ -111,11 +113,9 @@ fn write_and_reload(
 
     let maps_path = paths.maps_db();
     rendered.maps.write(&maps_path)?;
-    let (uid, gid) = system::Owner::RootPostfixGroup.ids(users);
-    nix::unistd::chown(&maps_path, Some(uid), Some(gid))
-        .map_err(|e| io("chown", &maps_path)(e.into()))?;
-    fs::set_permissions(&maps_path, fs::Permissions::from_mode(0o640))
-        .map_err(io("chmod", &maps_path))?;
+    system::Owner::RootPostfixGroup
+        .set_on(&maps_path, 0o640, users)
+        .map_err(io("set the owner and mode of", &maps_path))?;
 
     let mut daemons: BTreeSet<Daemon> = changed.iter().map(|f| f.daemon).collect();
     if !report.removed.is_empty() {
@@ -182,11 +182,9 @@ impl Mode0600 for fs::OpenOptions {
 }
 
 fn set_owner_mode(path: &Path, f: &File, users: &SystemUsers) -> Result<(), ApplyError> {
-    let (uid, gid) = f.owner.ids(users);
-    if nix::unistd::geteuid().is_root() {
-        nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| io("chown", path)(e.into()))?;
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(f.mode)).map_err(io("chmod", path))
+    f.owner
+        .set_on(path, f.mode, users)
+        .map_err(io("set the owner and mode of", path))
 }
 
 fn prune_stale_keys(dkim_dir: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>, ApplyError> {

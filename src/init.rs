@@ -66,11 +66,9 @@ fn dir(path: &Path, mode: u32, owner: Owner, users: &SystemUsers) -> Result<(), 
 /// Sets the owner (when running as root) and the mode of an existing file or directory. Done at
 /// every start, so a volume made by an older image, or restored from a backup, is put right.
 fn own(path: &Path, mode: u32, owner: Owner, users: &SystemUsers) -> Result<(), InitError> {
-    let (uid, gid) = owner.ids(users);
-    if nix::unistd::geteuid().is_root() {
-        nix::unistd::chown(path, Some(uid), Some(gid)).map_err(|e| io("chown", path)(e.into()))?;
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
+    owner
+        .set_on(path, mode, users)
+        .map_err(io("set the owner and mode of", path))
 }
 
 /// The host name to use when neither the environment nor the database gives one.

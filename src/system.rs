@@ -100,6 +100,17 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// Gives `path` this owner and `mode`. The owner is set only when running as root (nobody else
+    /// may chown); the mode always.
+    pub fn set_on(self, path: &Path, mode: u32, users: &SystemUsers) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        if nix::unistd::geteuid().is_root() {
+            let (uid, gid) = self.ids(users);
+            nix::unistd::chown(path, Some(uid), Some(gid))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+
     pub fn ids(self, users: &SystemUsers) -> (Uid, Gid) {
         match self {
             Owner::Root => (Uid::from_raw(0), Gid::from_raw(0)),

@@ -127,6 +127,7 @@ class ContainerStack(Stack):
         self.compose_cmd = shlex.split(compose)
         self.project = project
         self.env_file = env_file
+        self.cid = None
         env = dict(line.split("=", 1) for line in pathlib.Path(env_file).read_text().splitlines()
                    if "=" in line and not line.startswith("#"))
         volume = "%s_maildata" % project
@@ -137,14 +138,17 @@ class ContainerStack(Stack):
     def compose(self, *args, check=True, timeout=600, cmd=None):
         """Runs Compose on the project: the suite's own (E2E_COMPOSE) or `cmd` ("docker-compose" for v1)."""
         base = shlex.split(cmd) if cmd else self.compose_cmd
+        if args and args[0] in ("up", "down", "restart"):
+            self.cid = None  # the container may be a new one afterwards
         r = subprocess.run([*base, "-p", self.project, "--env-file", self.env_file, *args],
                            cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
         return self.check(" ".join(base + list(args)), r, check)
 
     def container(self):
-        cid = self.compose("ps", "-q", "mailserver").stdout.strip()
-        assert cid, "the mailserver container is not running"
-        return cid
+        if not self.cid:
+            self.cid = self.compose("ps", "-q", "mailserver").stdout.strip()
+            assert self.cid, "the mailserver container is not running"
+        return self.cid
 
     def exec(self, *args, input=None, check=True, user=None):
         cmd = ["docker", "exec", "-i"] + (["-u", user] if user else []) + [self.container(), *args]
