@@ -7,6 +7,7 @@
 //! lines of 76, both with the line ending the part already used.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -78,73 +79,201 @@ impl Cte {
     }
 
     /// Decodes a part body. QP hard line breaks come out as CRLF, the canonical form of text.
-    pub(super) fn decode(self, encoded: &[u8]) -> Result<Cow<'_, [u8]>, InjectError> {
-        match self {
-            Cte::Identity => Ok(Cow::Borrowed(encoded)),
-            Cte::QuotedPrintable => Ok(Cow::Owned(decode_qp(encoded))),
-            Cte::Base64 => LENIENT_BASE64
-                .decode(without_blanks(encoded))
-                .map(Cow::Owned)
-                .map_err(|e| InjectError::Encoding(format!("base64: {e}"))),
-        }
+    pub(super) fn decode(self, encoded: &[u8]) -> Result<Decoded<'_>, InjectError> {
+        Ok(match self {
+            Cte::Identity => Decoded {
+                bytes: Cow::Borrowed(encoded),
+                cuts: Vec::new(),
+            },
+            Cte::QuotedPrintable => Decoded {
+                bytes: Cow::Owned(decode_qp(encoded)),
+                cuts: Vec::new(),
+            },
+            Cte::Base64 => decode_base64(encoded)?,
+        })
     }
 
-    /// Encodes `decoded` the same way the `original` body was, with line ending `eol`.
-    #[cfg(test)]
-    pub(super) fn encode(self, decoded: &[u8], original: &[u8], eol: Eol) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode_into(decoded, original, eol, &mut out);
-        out
-    }
-
-    /// [`Cte::encode`], appending to `out` (the new message, so nothing is copied twice).
-    pub(super) fn encode_into(self, decoded: &[u8], original: &[u8], eol: Eol, out: &mut Vec<u8>) {
+    /// Writes `encoded` to `out` with `text` inserted at offset `at` of its decoding, re-encoding
+    /// as little as the encoding allows: nothing for 7bit and 8bit, the one encoded line `at`
+    /// falls in for quoted-printable (text around it keeps its line breaks), and for base64
+    /// everything from the last line start before `at` that begins a 4-character group (the
+    /// insertion shifts every group after it). Returns the range of `out` that is new; every byte
+    /// around it is copied from `encoded`.
+    pub(super) fn splice_into(
+        self,
+        encoded: &[u8],
+        decoded: &Decoded<'_>,
+        at: usize,
+        text: &[u8],
+        eol: Eol,
+        out: &mut Vec<u8>,
+    ) -> Result<Range<usize>, InjectError> {
+        let base = out.len();
+        let cut = |n: usize| {
+            encoded
+                .split_at_checked(n)
+                .ok_or_else(|| InjectError::Encoding("insertion point outside the part".into()))
+        };
         match self {
-            Cte::Identity => out.extend_from_slice(decoded),
-            Cte::QuotedPrintable => encode_qp(decoded, eol, out),
-            Cte::Base64 => {
-                let eol = eol.as_str().as_bytes();
-                let lines = decoded.len().div_ceil(BASE64_INPUT_LINE);
-                out.reserve(lines * (BASE64_LINE + eol.len()) + original.len().min(8));
-                // Encoded 64 lines at a time (the engine is fastest on long input), then split.
-                let mut text = [0u8; BASE64_LINE * 64];
-                for (i, block) in decoded.chunks(BASE64_INPUT_LINE * 64).enumerate() {
-                    // 76 characters per 57 bytes: the buffer is big enough, this cannot fail.
-                    let n = STANDARD.encode_slice(block, &mut text).unwrap_or(0);
-                    for (j, line) in text
-                        .get(..n)
-                        .unwrap_or_default()
-                        .chunks(BASE64_LINE)
-                        .enumerate()
-                    {
-                        if i + j > 0 {
-                            out.extend_from_slice(eol);
-                        }
-                        out.extend_from_slice(line);
-                    }
+            Cte::Identity => {
+                let (head, tail) = cut(at)?;
+                out.extend_from_slice(head);
+                out.extend_from_slice(text);
+                out.extend_from_slice(tail);
+                Ok(base + at..base + at + text.len())
+            }
+            Cte::QuotedPrintable => {
+                let line = qp_line_at(encoded, decoded.bytes.len(), at)?;
+                let (head, _) = cut(line.range.start)?;
+                let (_, tail) = cut(line.range.end)?;
+                let split = at - line.decoded_start;
+                let (before, after) = line
+                    .decoded
+                    .split_at_checked(split)
+                    .ok_or_else(|| InjectError::Encoding("quoted-printable line".into()))?;
+                out.extend_from_slice(head);
+                let start = out.len();
+                encode_qp(&[before, text, after].concat(), eol, out);
+                if line.soft_break {
+                    soft_break_after(out, start, eol, line.has_line_break);
                 }
+                let end = out.len();
+                out.extend_from_slice(tail);
+                Ok(start..end)
+            }
+            Cte::Base64 => {
+                // The last cut at or before `at`; the first is always (0, 0).
+                let i = decoded.cuts.partition_point(|&(_, d)| d <= at);
+                let &(enc_cut, dec_cut) = decoded
+                    .cuts
+                    .get(i.wrapping_sub(1))
+                    .ok_or_else(|| InjectError::Encoding("base64 cut points".into()))?;
+                let bytes = &decoded.bytes;
+                let (Some(before), Some(after)) = (bytes.get(dec_cut..at), bytes.get(at..)) else {
+                    return Err(InjectError::Encoding(
+                        "insertion point outside the part".into(),
+                    ));
+                };
+                let (head, _) = cut(enc_cut)?;
+                out.extend_from_slice(head);
+                let start = out.len();
+                encode_base64_lines(&[before, text, after].concat(), eol, out);
                 // Keep whatever line breaks closed the original body (e.g. the final CRLF of a
                 // single-part message), so the bytes around the part stay as they were.
-                out.extend_from_slice(trailing_space(original));
+                out.extend_from_slice(trailing_space(encoded));
+                Ok(start..out.len())
             }
         }
     }
+
+    /// Encodes `decoded` the way a part of this encoding is written from scratch, with line
+    /// ending `eol` (the tests' reference encoder).
+    #[cfg(test)]
+    pub(super) fn encode(self, decoded: &[u8], original: &[u8], eol: Eol) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Cte::Identity => out.extend_from_slice(decoded),
+            Cte::QuotedPrintable => encode_qp(decoded, eol, &mut out),
+            Cte::Base64 => {
+                encode_base64_lines(decoded, eol, &mut out);
+                out.extend_from_slice(trailing_space(original));
+            }
+        }
+        out
+    }
 }
 
-/// The base64 text of a body without its line breaks and blanks, copied a line at a time.
-fn without_blanks(encoded: &[u8]) -> Vec<u8> {
+/// A decoded part body.
+pub(super) struct Decoded<'a> {
+    pub(super) bytes: Cow<'a, [u8]>,
+    /// Base64 only: places where the encoded text may be cut and re-encoded from, as (offset in
+    /// the encoded text, offset in `bytes`), ascending, starting with (0, 0). Each is a line start
+    /// where a 4-character group begins.
+    cuts: Vec<(usize, usize)>,
+}
+
+impl std::ops::Deref for Decoded<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Base64 text decoded in blocks of about this many characters (at line starts, so each block is
+/// a cut point), without copying the whole text to strip its line breaks first.
+const BASE64_BLOCK: usize = 64 * BASE64_LINE;
+
+fn decode_base64(encoded: &[u8]) -> Result<Decoded<'static>, InjectError> {
     let blank = |b: &u8| matches!(b, b'\r' | b'\n' | b' ' | b'\t');
-    let mut out = Vec::with_capacity(encoded.len());
-    for line in encoded.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let error = |e: base64::DecodeError| InjectError::Encoding(format!("base64: {e}"));
+    // Cuts are only taken before the closing line breaks, which a splice keeps as they are.
+    let content_end = encoded.len() - trailing_space(encoded).len();
+    let mut bytes = Vec::with_capacity(encoded.len() / 4 * 3 + 3);
+    let mut cuts = vec![(0, 0)];
+    let mut block = Vec::with_capacity(BASE64_BLOCK + 2 * BASE64_LINE);
+    let mut line_start = 0;
+    for line_end in memchr::memchr_iter(b'\n', encoded).chain([encoded.len()]) {
+        let Some(line) = encoded.get(line_start..line_end) else {
+            break;
+        };
+        if block.len() >= BASE64_BLOCK && block.len() % 4 == 0 && line_start < content_end {
+            // Padding may only end the text: a block that ends in it is not followed by more.
+            if block.last() == Some(&b'=') {
+                return Err(InjectError::Encoding(
+                    "base64: padding before the end".into(),
+                ));
+            }
+            LENIENT_BASE64
+                .decode_vec(&block, &mut bytes)
+                .map_err(error)?;
+            block.clear();
+            cuts.push((line_start, bytes.len()));
+        }
         // `fold`, not `any`: no early exit, so the check over a 76-byte line vectorises.
         if line.iter().fold(false, |seen, b| seen | blank(b)) {
-            out.extend(line.iter().filter(|b| !blank(b)));
+            block.extend(line.iter().filter(|b| !blank(b)));
         } else {
+            block.extend_from_slice(line);
+        }
+        line_start = line_end + 1;
+    }
+    if !block.is_empty() && cuts.len() > 1 && block.iter().all(|&b| b == b'=') {
+        return Err(InjectError::Encoding(
+            "base64: padding before the end".into(),
+        ));
+    }
+    LENIENT_BASE64
+        .decode_vec(&block, &mut bytes)
+        .map_err(error)?;
+    Ok(Decoded {
+        bytes: Cow::Owned(bytes),
+        cuts,
+    })
+}
+
+/// `decoded` in base64 lines of 76 characters separated by `eol`, without a final line break.
+fn encode_base64_lines(decoded: &[u8], eol: Eol, out: &mut Vec<u8>) {
+    let eol = eol.as_str().as_bytes();
+    let lines = decoded.len().div_ceil(BASE64_INPUT_LINE);
+    out.reserve(lines * (BASE64_LINE + eol.len()));
+    // Encoded 64 lines at a time (the engine is fastest on long input), then split.
+    let mut text = [0u8; BASE64_LINE * 64];
+    for (i, block) in decoded.chunks(BASE64_INPUT_LINE * 64).enumerate() {
+        // 76 characters per 57 bytes: the buffer is big enough, this cannot fail.
+        let n = STANDARD.encode_slice(block, &mut text).unwrap_or(0);
+        for (j, line) in text
+            .get(..n)
+            .unwrap_or_default()
+            .chunks(BASE64_LINE)
+            .enumerate()
+        {
+            if i + j > 0 {
+                out.extend_from_slice(eol);
+            }
             out.extend_from_slice(line);
         }
     }
-    out
 }
 
 /// QP line length limit, without the line ending (RFC 2045 section 6.7 rule 5).
@@ -260,50 +389,129 @@ fn hex_escape(b: u8) -> [u8; 3] {
 
 /// RFC 2045 section 6.7 quoted-printable decoding, robust as its note (3) suggests: an `=` that does
 /// not start a valid escape is kept as it is, and so are bytes that should have been escaped.
+/// The decoding of the whole text is the decodings of its lines ([`decode_qp_line`]) one after
+/// the other, which is what lets [`qp_line_at`] find a line without decoding everything again.
 fn decode_qp(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
-    let mut lines = input.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        let is_last = lines.peek().is_none();
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        // Trailing blanks were added in transport and must be dropped (rule 3).
-        let end = line
-            .iter()
-            .rposition(|&b| b != b' ' && b != b'\t')
-            .map_or(0, |i| i + 1);
-        let line = line.get(..end).unwrap_or_default();
-        let (mut line, soft_break) = match line.strip_suffix(b"=") {
-            Some(rest) => (rest, true),
-            None => (line, false),
-        };
-        // Copy the runs between `=`s whole.
-        while !line.is_empty() {
-            let eq = line.iter().position(|&b| b == b'=').unwrap_or(line.len());
-            let (plain, rest) = line.split_at(eq);
-            out.extend_from_slice(plain);
-            let Some(escape) = rest.get(1..3) else {
-                out.extend_from_slice(rest);
-                break;
-            };
-            match (
-                escape.first().and_then(|&h| hex(h)),
-                escape.get(1).and_then(|&l| hex(l)),
-            ) {
-                (Some(high), Some(low)) => {
-                    out.push((high << 4) | low);
-                    line = rest.get(3..).unwrap_or_default();
-                }
-                _ => {
-                    out.push(b'=');
-                    line = rest.get(1..).unwrap_or_default();
-                }
+    let mut start = 0;
+    for lf in memchr::memchr_iter(b'\n', input) {
+        decode_qp_line(input.get(start..lf).unwrap_or_default(), true, &mut out);
+        start = lf + 1;
+    }
+    decode_qp_line(input.get(start..).unwrap_or_default(), false, &mut out);
+    out
+}
+
+/// Decodes one line (without its `\n`); `hard_break_after` unless it is the text's last line.
+/// Returns whether it ended with a soft line break.
+fn decode_qp_line(line: &[u8], hard_break_after: bool, out: &mut Vec<u8>) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Trailing blanks were added in transport and must be dropped (rule 3).
+    let end = line
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |i| i + 1);
+    let line = line.get(..end).unwrap_or_default();
+    let (mut line, soft_break) = match line.strip_suffix(b"=") {
+        Some(rest) => (rest, true),
+        None => (line, false),
+    };
+    // Copy the runs between `=`s whole.
+    while let Some(eq) = memchr::memchr(b'=', line) {
+        let (plain, rest) = line.split_at(eq);
+        out.extend_from_slice(plain);
+        match (
+            rest.get(1).and_then(|&h| hex(h)),
+            rest.get(2).and_then(|&l| hex(l)),
+        ) {
+            (Some(high), Some(low)) => {
+                out.push((high << 4) | low);
+                line = rest.get(3..).unwrap_or_default();
+            }
+            _ => {
+                out.push(b'=');
+                line = rest.get(1..).unwrap_or_default();
             }
         }
-        if !soft_break && !is_last {
-            out.extend_from_slice(b"\r\n");
-        }
     }
-    out
+    out.extend_from_slice(line);
+    if !soft_break && hard_break_after {
+        out.extend_from_slice(b"\r\n");
+    }
+    soft_break
+}
+
+/// Ends quoted-printable text written at `out[start..]` with a soft line break (and `eol` if
+/// `line_break`), as the line it replaced did. The encoder fills lines up to 76 characters, so the
+/// `=` may need a line of its own: the last item (a character or an `=XX` escape) then moves to
+/// a new line with it.
+fn soft_break_after(out: &mut Vec<u8>, start: usize, eol: Eol, line_break: bool) {
+    let eol = eol.as_str().as_bytes();
+    let written = out.get(start..).unwrap_or_default();
+    let last_line =
+        memchr::memrchr(b'\n', written).map_or(written.len(), |lf| written.len() - lf - 1);
+    if last_line + 1 > QP_LINE {
+        // An `=` in encoded text always starts an escape.
+        let item = if out.len() >= 3 && out.get(out.len() - 3) == Some(&b'=') {
+            3
+        } else {
+            1
+        };
+        let at = out.len() - item;
+        out.splice(at..at, [&b"="[..], eol].concat());
+    }
+    out.push(b'=');
+    if line_break {
+        out.extend_from_slice(eol);
+    }
+}
+
+/// One encoded quoted-printable line, found by [`qp_line_at`].
+struct EncodedQpLine {
+    /// The line in the encoded text, with its line break if it has one.
+    range: Range<usize>,
+    has_line_break: bool,
+    soft_break: bool,
+    /// Its decoding, and where that starts in the decoding of the whole text.
+    decoded: Vec<u8>,
+    decoded_start: usize,
+}
+
+/// The encoded line whose decoding holds offset `at` of the decoded text (`total` bytes long); at
+/// a line boundary, the line that starts there. Lines are decoded from the end, where the pixel
+/// usually goes, so this costs a few lines, not a second pass.
+fn qp_line_at(encoded: &[u8], total: usize, at: usize) -> Result<EncodedQpLine, InjectError> {
+    let mismatch = || InjectError::Encoding("quoted-printable line offsets".into());
+    let mut after = 0; // decoded bytes after the current line
+    let mut end = encoded.len(); // where the current line ends, its line break included
+    let mut has_line_break = false;
+    let mut decoded = Vec::new();
+    loop {
+        let content_end = end - usize::from(has_line_break);
+        let start = memchr::memrchr(b'\n', encoded.get(..content_end).ok_or_else(mismatch)?)
+            .map_or(0, |lf| lf + 1);
+        decoded.clear();
+        let line = encoded.get(start..content_end).ok_or_else(mismatch)?;
+        let soft_break = decode_qp_line(line, has_line_break, &mut decoded);
+        let decoded_start = total
+            .checked_sub(after + decoded.len())
+            .ok_or_else(mismatch)?;
+        if decoded_start <= at {
+            return Ok(EncodedQpLine {
+                range: start..end,
+                has_line_break,
+                soft_break,
+                decoded,
+                decoded_start,
+            });
+        }
+        if start == 0 {
+            return Err(mismatch());
+        }
+        after += decoded.len();
+        end = start;
+        has_line_break = true;
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -493,6 +701,108 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Splices `text` at every offset in `at` and checks what a splice promises: the new body
+    /// decodes to the old one with `text` inserted, lines are legal, and the encoded bytes before
+    /// the re-encoded region are the original's.
+    #[track_caller]
+    fn check_splices(cte: Cte, encoded: &[u8], text: &[u8], at: impl Iterator<Item = usize>) {
+        let decoded = cte.decode(encoded).unwrap();
+        for at in at {
+            let mut out = b"head".to_vec();
+            let new = cte
+                .splice_into(encoded, &decoded, at, text, Eol::Crlf, &mut out)
+                .unwrap();
+            let body = &out[4..];
+            let want = [&decoded[..at], text, &decoded[at..]].concat();
+            assert_eq!(
+                String::from_utf8_lossy(&cte.decode(body).unwrap()),
+                String::from_utf8_lossy(&want),
+                "{cte:?} at {at}"
+            );
+            assert_eq!(
+                &body[..new.start - 4],
+                &encoded[..new.start - 4],
+                "{cte:?} at {at}"
+            );
+            // The lines written; the sender's are kept as they were, legal or not.
+            for line in out[new.start..new.end].split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                assert!(
+                    line.len() <= 76,
+                    "{cte:?} at {at}: {} {}",
+                    line.len(),
+                    String::from_utf8_lossy(line)
+                );
+                assert!(!line.contains(&b'\r'));
+            }
+        }
+    }
+
+    #[test]
+    fn qp_splices_at_every_offset() {
+        let text = "Grüße aus Zürich, a = b, tab\there. ".repeat(12);
+        let html = format!("<p>{text}</p>\r\n<p>{text} </p>\r\n\r\n<p>x</p>");
+        let encoded = quoted_printable::encode(html.as_bytes());
+        let total = Cte::QuotedPrintable.decode(&encoded).unwrap().len();
+        check_splices(
+            Cte::QuotedPrintable,
+            &encoded,
+            b"\r\n<img src=\"x\">\r\n",
+            0..=total,
+        );
+        check_splices(
+            Cte::QuotedPrintable,
+            &encoded,
+            "café ".repeat(30).as_bytes(),
+            0..=total,
+        );
+    }
+
+    #[test]
+    fn base64_splices_across_blocks() {
+        let data: Vec<u8> = (0..3 * BASE64_BLOCK).map(|i| (i * 7 % 251) as u8).collect();
+        let text = STANDARD.encode(&data);
+        for width in [76, 72, 60, 74, 1000] {
+            let mut encoded = text
+                .as_bytes()
+                .chunks(width)
+                .collect::<Vec<_>>()
+                .join(&b"\r\n"[..]);
+            encoded.extend_from_slice(b"\r\n");
+            let total = data.len();
+            let block = BASE64_BLOCK / 4 * 3;
+            let offsets = [
+                0,
+                1,
+                2,
+                3,
+                56,
+                57,
+                58,
+                block - 1,
+                block,
+                block + 1,
+                2 * block + 5,
+            ];
+            let offsets = offsets.into_iter().chain(total - 3..=total);
+            check_splices(Cte::Base64, &encoded, b"\r\n<img src=\"x\">\r\n", offsets);
+            let decoded = Cte::Base64.decode(&encoded).unwrap();
+            assert_eq!(&decoded[..], &data[..], "width {width}");
+            if width % 4 == 0 && width <= 76 {
+                assert!(decoded.cuts.len() > 2, "width {width}: {:?}", decoded.cuts);
+            }
+        }
+    }
+
+    #[test]
+    fn base64_padding_only_at_the_end() {
+        let mut encoded = b"QUJD\r\n".repeat(BASE64_BLOCK / 4);
+        encoded.extend_from_slice(b"QQ==\r\n");
+        let with_more = [&encoded[..], b"QUJD\r\n"].concat();
+        assert_eq!(Cte::Base64.decode(&encoded).unwrap().last(), Some(&b'A'));
+        assert!(Cte::Base64.decode(&with_more).is_err());
     }
 
     #[test]

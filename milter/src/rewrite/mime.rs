@@ -1,23 +1,23 @@
 //! Finds the HTML part to rewrite and the exact byte range of its body.
 //!
-//! mail-parser does the MIME parsing; its offsets are then re-checked against the raw bytes
-//! before we trust them for a splice: the range must start on a fresh line and end right before
-//! the line break of its parent's boundary, no enclosing boundary may occur inside it, every
-//! enclosing multipart must be closed, and our decoding of the range must equal mail-parser's.
-//! A message that fails any check is left alone.
+//! It reads a MIME tree as mail-parser represents it: the one [`super::structure`] builds without
+//! decoding bodies, or in the tests mail-parser's own full parse, which must give the same answer.
+//! The offsets are re-checked against the raw bytes before we trust them for a splice: the range
+//! must start on a fresh line and end right before the line break of its parent's boundary, no
+//! enclosing boundary may occur inside it, and every enclosing multipart must be closed. A
+//! message that fails any check is left alone.
 
 use std::ops::Range;
 
 use encoding_rs::Encoding;
 use lol_html::AsciiCompatibleEncoding;
-use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 
 use super::encoding::Cte;
 use super::{InjectError, Skip};
 
 /// RFC 2046 caps boundaries at 70 characters; allow some slack, but not unbounded work.
-const MAX_BOUNDARY: usize = 200;
+pub(super) const MAX_BOUNDARY: usize = 200;
 
 /// Real mail nests multiparts a handful of levels deep. Each level costs a scan of the part body,
 /// so the depth is bounded.
@@ -38,10 +38,6 @@ pub(super) struct Target<'m> {
     pub(super) encoding: AsciiCompatibleEncoding,
     /// Boundaries of the enclosing multiparts, innermost first.
     pub(super) boundaries: Vec<&'m str>,
-    /// The charset label as written, for the cross-check with mail-parser.
-    charset: Option<&'m str>,
-    /// mail-parser's decoded text of the part.
-    parser_text: &'m str,
 }
 
 /// Picks the first eligible `text/html` part in depth-first order, or says why there is none.
@@ -101,14 +97,12 @@ pub(super) fn locate<'m>(
             }
             _ if ctype.eq_ignore_ascii_case("text") && subtype.eq_ignore_ascii_case("html") => {
                 match eligible(part) {
-                    Ok((cte, encoding, charset)) => {
+                    Ok((cte, encoding)) => {
                         let target = Target {
                             range: part.offset_body as usize..part.offset_end as usize,
                             cte,
                             encoding,
                             boundaries: boundaries(msg, &parent, id)?,
-                            charset,
-                            parser_text: parsed_html(part)?,
                         };
                         check_range(raw, &target, root_body)?;
                         return Ok(Located::Part(target));
@@ -124,65 +118,22 @@ pub(super) fn locate<'m>(
     Ok(Located::Skip(skipped.unwrap_or(Skip::NoHtmlPart)))
 }
 
-/// Checks that our decoding of the range is what mail-parser decoded for the part, so the
-/// offsets and both decoders agree on what the part says. Line endings are not compared:
-/// mail-parser normalises them in quoted-printable.
-pub(super) fn check_decoded(target: &Target<'_>, decoded: &[u8]) -> Result<(), InjectError> {
-    // mail-parser turns bytes into text with the charset's decoder, or for UTF-8 (and no
-    // charset) with `from_utf8_lossy`. Bytes identical to the parser's text are valid UTF-8,
-    // which `from_utf8_lossy` leaves as it is: the usual case costs one `memcmp`, no copy.
-    let parser_text = target.parser_text.as_bytes();
-    let same = match target.charset.and_then(|c| charset_decoder(c.as_bytes())) {
-        Some(decode) => eq_ignoring_cr(decode(decoded).as_bytes(), parser_text),
-        None => {
-            decoded == parser_text
-                || eq_ignoring_cr(String::from_utf8_lossy(decoded).as_bytes(), parser_text)
-        }
-    };
-    if same {
-        Ok(())
-    } else {
-        Err(malformed(
-            "the part's bytes do not decode as the parsed part",
-        ))
-    }
-}
-
-/// Whether `a` and `b` are equal once every CR is removed from both. Usually both use the same
-/// line endings, and one `memcmp` decides; otherwise the runs between CRs are compared as slices.
-fn eq_ignoring_cr(mut a: &[u8], mut b: &[u8]) -> bool {
-    if a == b {
-        return true;
-    }
-    let run = |s: &[u8]| s.iter().position(|&c| c == b'\r').unwrap_or(s.len());
-    let skip_crs = |s: &[u8]| -> usize { s.iter().take_while(|&&c| c == b'\r').count() };
-    loop {
-        let n = run(a).min(run(b));
-        let (Some((head_a, rest_a)), Some((head_b, rest_b))) =
-            (a.split_at_checked(n), b.split_at_checked(n))
-        else {
-            return false;
-        };
-        if head_a != head_b {
-            return false;
-        }
-        // One side is now at a CR or at its end: skip the CRs on both sides.
-        let (cr_a, cr_b) = (skip_crs(rest_a), skip_crs(rest_b));
-        a = rest_a.get(cr_a..).unwrap_or_default();
-        b = rest_b.get(cr_b..).unwrap_or_default();
-        if a.is_empty() || b.is_empty() || cr_a + cr_b == 0 {
-            return a.is_empty() && b.is_empty();
-        }
-    }
-}
-
-/// Checks that a new part body cannot be mistaken for a boundary delimiter by any parser.
-pub(super) fn check_new_body(target: &Target<'_>, body: &[u8]) -> Result<(), InjectError> {
-    if target
-        .boundaries
-        .iter()
-        .any(|b| find(body, &delimiter(b)).is_some())
-    {
+/// Checks that the bytes written at `new` in the new part body `body` cannot be mistaken for a
+/// boundary delimiter by any parser. The rest of the body is the original's, which [`locate`]
+/// checked, so only delimiters overlapping `new` are looked for.
+pub(super) fn check_new_bytes(
+    target: &Target<'_>,
+    body: &[u8],
+    new: Range<usize>,
+) -> Result<(), InjectError> {
+    let found = target.boundaries.iter().any(|b| {
+        let delimiter = delimiter(b);
+        let start = new.start.saturating_sub(delimiter.len());
+        let end = (new.end + delimiter.len()).min(body.len());
+        body.get(start..end)
+            .is_some_and(|window| find(window, &delimiter).is_some())
+    });
+    if found {
         return Err(malformed("the rewritten part would contain a boundary"));
     }
     Ok(())
@@ -252,9 +203,7 @@ fn boundaries<'m>(
 }
 
 /// Whether the part may be rewritten: transfer encoding and charset we can round-trip.
-fn eligible<'m>(
-    part: &'m MessagePart<'_>,
-) -> Result<(Cte, AsciiCompatibleEncoding, Option<&'m str>), Skip> {
+fn eligible(part: &MessagePart<'_>) -> Result<(Cte, AsciiCompatibleEncoding), Skip> {
     let cte_value = part.content_transfer_encoding();
     let cte = Cte::from_header(cte_value).ok_or_else(|| {
         Skip::UnsupportedTransferEncoding(cte_value.unwrap_or_default().to_owned())
@@ -268,14 +217,7 @@ fn eligible<'m>(
             .and_then(AsciiCompatibleEncoding::new)
             .ok_or_else(|| Skip::UnsupportedCharset(label.to_owned()))?,
     };
-    Ok((cte, encoding, charset))
-}
-
-fn parsed_html<'m>(part: &'m MessagePart<'_>) -> Result<&'m str, InjectError> {
-    match &part.body {
-        PartType::Html(text) if !part.is_encoding_problem => Ok(text),
-        _ => Err(malformed("the html part does not decode cleanly")),
-    }
+    Ok((cte, encoding))
 }
 
 fn content_type<'m>(part: &'m MessagePart<'_>) -> (&'m str, &'m str) {
@@ -330,7 +272,7 @@ fn malformed(why: &str) -> InjectError {
 /// needle's length per candidate, so once confirmations have cost as much as the haystack is long
 /// (a hostile message full of near-matches), the rest goes to [`find_kmp`], which is linear: the
 /// search never becomes quadratic.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     const BLOCK: usize = 32;
     let (Some(&first), Some(&last)) = (needle.first(), needle.last()) else {
         return Some(0);
@@ -403,37 +345,6 @@ fn find_kmp(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn eq_ignoring_cr_matches_filtering() {
-        let texts = [
-            "",
-            "\r",
-            "\r\r",
-            "a",
-            "a\r",
-            "\ra",
-            "ab",
-            "a\rb",
-            "a\r\nb",
-            "a\nb",
-            "a\r\n",
-            "a\n",
-            "\r\nab\r\n",
-            "b",
-            "ab\r\r\n",
-        ];
-        for a in texts {
-            for b in texts {
-                let want = a.replace('\r', "") == b.replace('\r', "");
-                assert_eq!(
-                    eq_ignoring_cr(a.as_bytes(), b.as_bytes()),
-                    want,
-                    "{a:?} {b:?}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn find_matches_naive_search() {

@@ -4,18 +4,21 @@
 //! at end-of-message and passes the message through unchanged on anything but
 //! [`Outcome::Rewritten`].
 //!
-//! The message is never re-serialized. [`mime`] finds the first eligible `text/html` part and the
-//! exact byte range of its body; [`encoding`] decodes that body, [`html`] inserts the pixel, and
-//! the part is encoded again the same way and spliced back in. Every other byte stays identical,
-//! which is what keeps other parts, attachments and the structure safe.
+//! The message is never re-serialized. [`structure`] reads the MIME tree without decoding any body,
+//! [`mime`] picks the first eligible `text/html` part and the exact byte range of its body,
+//! [`encoding`] decodes that body, and [`html`] finds where in it the pixel goes. The pixel line
+//! is then spliced into the encoded body, re-encoding only what the insertion changes (one
+//! quoted-printable line; base64 from the insertion on). Every other byte stays identical, which
+//! is what keeps other parts, attachments and the structure safe.
 
 mod encoding;
 mod html;
 mod mime;
+mod structure;
 
 use std::fmt;
 
-use mail_parser::{Message, MessageParser, PartType};
+use mail_parser::Message;
 
 use self::encoding::{Cte, Eol};
 use self::mime::Located;
@@ -187,9 +190,8 @@ fn rewrite(
     body_start: Option<usize>,
     pixel: &PixelUrl,
 ) -> Result<Outcome, InjectError> {
-    let parsed = parse(raw)?;
-    let msg = &parsed.0;
-    let target = match mime::locate(msg, raw, body_start)? {
+    let tree = parse(raw, body_start)?;
+    let target = match mime::locate(&tree, raw, body_start)? {
         Located::Part(target) => target,
         Located::Skip(skip) => return Ok(Outcome::Unchanged(skip)),
     };
@@ -202,7 +204,6 @@ fn rewrite(
         .ok_or_else(outside)?;
 
     let decoded = target.cte.decode(encoded)?;
-    mime::check_decoded(&target, &decoded)?;
     let part_eol = Eol::detect(encoded)
         .or_else(|| Eol::detect(raw))
         .unwrap_or(Eol::Crlf);
@@ -210,55 +211,38 @@ fn rewrite(
         Cte::Identity => part_eol,
         // Decoded QP hard breaks are CRLF; a lone LF would be encoded as =0A, not as a line.
         Cte::QuotedPrintable => Eol::Crlf,
-        Cte::Base64 => Eol::detect(&decoded).unwrap_or(part_eol),
+        Cte::Base64 => Eol::detect(&decoded.bytes).unwrap_or(part_eol),
     };
-    // One output buffer: the bytes before the part, the new part, the bytes after it.
     let tag = pixel.img_tag();
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 16 + 2 * tag.len() + 64);
+    let insertion = html::insertion(&decoded.bytes, target.encoding, &tag, html_eol)?;
+    // One output buffer: the bytes before the part, the new part, the bytes after it.
+    let mut out = Vec::with_capacity(raw.len() + 2 * tag.len() + 256);
     out.extend_from_slice(before);
-    match target.cte {
-        // Nothing to encode: lol_html writes straight into the message.
-        Cte::Identity => {
-            html::insert_pixel_into(&decoded, target.encoding, &tag, html_eol, &mut out)?;
-        }
-        cte => {
-            let html = html::insert_pixel(&decoded, target.encoding, &tag, html_eol)?;
-            cte.encode_into(&html, encoded, part_eol, &mut out);
-        }
-    }
-    mime::check_new_body(&target, out.get(before.len()..).unwrap_or_default())?;
+    let new = target.cte.splice_into(
+        encoded,
+        &decoded,
+        insertion.at,
+        insertion.text.as_bytes(),
+        part_eol,
+        &mut out,
+    )?;
+    let new = new.start - before.len()..new.end - before.len();
+    mime::check_new_bytes(&target, out.get(before.len()..).unwrap_or_default(), new)?;
     out.extend_from_slice(after);
     Ok(Outcome::Rewritten(out))
 }
 
-/// mail-parser has `debug_assert!`s and unchecked arithmetic that fire on some malformed input
-/// in builds with debug assertions (found by fuzzing); release builds carry on. Either way such a
-/// message is not one to rewrite, and a third-party panic should not take the milter down.
-fn parse(raw: &[u8]) -> Result<Parsed<'_>, InjectError> {
-    std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+/// The MIME tree, without decoding bodies. mail-parser's header parser has `debug_assert!`s
+/// that fire on some malformed input in builds with debug assertions (found by fuzzing its full
+/// parse); release builds carry on. Either way such a message is not one to rewrite, and a
+/// third-party panic should not take the milter down.
+fn parse(raw: &[u8], body_start: Option<usize>) -> Result<Message<'_>, InjectError> {
+    std::panic::catch_unwind(|| structure::parse(raw, body_start))
         .map_err(|_| InjectError::Malformed("the MIME parser gave up".into()))?
-        .map(Parsed)
-        .ok_or_else(|| InjectError::Malformed("no header block".into()))
 }
 
-/// A parsed message that is dropped without recursion. mail-parser nests each attached
-/// `message/rfc822` inside its parent by value, so the default drop recurses once per level:
-/// a few MB of `Content-Type: message/rfc822` lines would overflow the stack and abort.
-struct Parsed<'x>(Message<'x>);
-
-impl Drop for Parsed<'_> {
-    fn drop(&mut self) {
-        let mut messages = vec![std::mem::take(&mut self.0)];
-        while let Some(mut msg) = messages.pop() {
-            for part in &mut msg.parts {
-                if let PartType::Message(inner) = std::mem::take(&mut part.body) {
-                    messages.push(inner);
-                }
-            }
-        }
-    }
-}
-
+#[cfg(test)]
+mod oracle;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

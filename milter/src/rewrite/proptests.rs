@@ -259,6 +259,7 @@ proptest! {
         let eol = if crlf { Eol::Crlf } else { Eol::Lf };
         let Built { raw, range, html } = build(&root, eol);
         let pixel = PixelUrl::parse(TAG_URL).unwrap();
+        super::oracle::assert_same_choice("generated", &raw, true);
         let out = match inject_message(&raw, &pixel) {
             Ok(Outcome::Rewritten(out)) => out,
             other => panic!("{other:?} for\n{}", String::from_utf8_lossy(&raw)),
