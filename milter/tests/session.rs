@@ -27,6 +27,18 @@ const PIXEL: &str = "https://mx.example.test/pixel?id=";
 const HTML: &[u8] = b"<html><body><p>hi</p></body></html>\r\n";
 const INTERNET: &str = "192.0.2.7";
 
+const DKIM_HEADERS: &[(&str, &str)] = &[
+    (
+        "DKIM-Signature",
+        "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test; s=mail; h=from:to:subject; bh=x; b=y",
+    ),
+    ("From", "News <news@example.test>"),
+    ("To", "a@x.test"),
+    ("Subject", "signed upstream"),
+    ("MIME-Version", "1.0"),
+    ("Content-Type", "text/html; charset=utf-8"),
+];
+
 const HTML_HEADERS: &[(&str, &str)] = &[
     ("From", "News <news@example.test>"),
     ("To", "a@x.test, b@y.test"),
@@ -169,12 +181,17 @@ impl Milter {
     /// A new milter connection, negotiated and past CONNECT and HELO, as smtpd opens one per client.
     async fn connect(&self, peer: SocketInfo) -> TestConnection {
         let mut conn = TestConnection::open(self.addr).await.unwrap();
-        assert!(
-            conn.negotiated_actions().contains(Actions::REPLACE_BODY),
-            "REPLACE_BODY was not negotiated: {:?}",
-            conn.negotiated_actions()
+        assert_eq!(
+            conn.negotiated_actions(),
+            Actions::REPLACE_BODY,
+            "the milter asks for body replacement only"
         );
         let opts = conn.negotiated_opts();
+        // Postfix need not wait for answers to RCPT and headers.
+        assert!(
+            opts.contains(ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_HEADER),
+            "{opts:?}"
+        );
         for needed in [
             ProtoOpts::NO_MAIL,
             ProtoOpts::NO_RCPT,
@@ -299,6 +316,7 @@ async fn send(conn: &mut TestConnection, msg: &Msg) -> Sent {
             replaced: None,
         }),
         Status::Continue => None,
+        Status::Noreply if matches!(stage, Stage::Rcpt | Stage::Header) => None,
         other => panic!("unexpected {other:?} at {stage:?}"),
     };
     mail_macros(conn, msg.auth, msg.client_addr).await;
@@ -457,6 +475,41 @@ async fn tracked_html_gets_one_pixel_and_a_row() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An MTA that offers no NOREPLY options (Postfix before 2.6, or another MTA) gets an answer to
+/// every callback, and tracking works the same.
+#[tokio::test]
+async fn an_mta_without_noreply_options_gets_every_answer() -> anyhow::Result<()> {
+    let fx = fixture()?;
+    let milter = Milter::spawn(fx.db_path.clone(), Limits::default(), true).await;
+    let offered = ProtoOpts::all().difference(ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_HEADER);
+    let mut conn = TestConnection::configure()
+        .available_opts(offered)
+        .open_tcp(milter.addr)
+        .await?;
+    assert_eq!(conn.negotiated_actions(), Actions::REPLACE_BODY);
+    assert!(
+        !conn
+            .negotiated_opts()
+            .intersects(ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_HEADER)
+    );
+    mail_macros(&mut conn, Some("alice@example.test"), Some(INTERNET)).await;
+    assert_eq!(conn.mail(["<news@example.test>"]).await?, Status::Continue);
+    assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Continue);
+    for (name, value) in HTML_HEADERS {
+        assert_eq!(conn.header(*name, *value).await?, Status::Continue);
+    }
+    conn.abort().await?;
+    let sent = send(&mut conn, &tracked()).await;
+    one_pixel(&sent);
+    // Without NOREPLY the milter can stop at the DKIM-Signature header itself.
+    let sent = send(&mut conn, &tracked().with_headers(DKIM_HEADERS)).await;
+    assert_eq!(sent.accepted_at, Stage::Header);
+    assert!(sent.replaced.is_none());
+    conn.close().await?;
+    milter.shutdown().await;
+    Ok(())
+}
+
 /// Stalwart's chunk sweep: the body in chunks of every size from 1 byte to all of it, one message
 /// per size on one connection. The milter must rebuild the same bytes each time, so the results
 /// may differ only in the random tracking id.
@@ -529,17 +582,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
         ("MIME-Version", "1.0"),
         ("Content-Type", "text/plain; charset=utf-8"),
     ];
-    const DKIM_HEADERS: &[(&str, &str)] = &[
-        (
-            "DKIM-Signature",
-            "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test; s=mail; h=from:to:subject; bh=x; b=y",
-        ),
-        ("From", "News <news@example.test>"),
-        ("To", "a@x.test"),
-        ("Subject", "signed upstream"),
-        ("MIME-Version", "1.0"),
-        ("Content-Type", "text/html; charset=utf-8"),
-    ];
+
     const SIGNED_HEADERS: &[(&str, &str)] = &[
         ("From", "News <news@example.test>"),
         ("To", "a@x.test"),
@@ -627,7 +670,8 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
         case(
             "DKIM-Signature present",
             tracked().with_headers(DKIM_HEADERS),
-            Stage::Header,
+            // Postfix waits for no answer to headers: the first body chunk says ACCEPT.
+            Stage::Body,
         ),
         case(
             "plain text, no HTML",
@@ -887,7 +931,7 @@ async fn mail_from_answer() -> anyhow::Result<()> {
         assert_eq!(status, want, "{name}");
         if status == Status::Continue {
             // The client gives up after RCPT (RSET or QUIT): Postfix aborts the transaction.
-            assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Continue, "{name}");
+            assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Noreply, "{name}");
             conn.abort().await?;
         }
     }
@@ -941,9 +985,9 @@ async fn broken_mime_passes_unchanged_and_the_session_goes_on() -> anyhow::Resul
     // A tracked message aborted after part of its body.
     mail_macros(&mut conn, Some("alice@example.test"), Some(INTERNET)).await;
     assert_eq!(conn.mail(["<news@example.test>"]).await?, Status::Continue);
-    assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Continue);
+    assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Noreply);
     for (name, value) in HTML_HEADERS {
-        assert_eq!(conn.header(*name, *value).await?, Status::Continue);
+        assert_eq!(conn.header(*name, *value).await?, Status::Noreply);
     }
     assert_eq!(
         conn.body(&b"<html><body><p>aborted"[..]).await?,
