@@ -15,6 +15,8 @@ pub(super) enum Choice {
     Part(std::ops::Range<usize>, Cte),
     Skip(Skip),
     Refused,
+    /// mail-parser panicked (a `debug_assert!` on malformed input in test builds): no reference.
+    NoReference,
 }
 
 /// The choice on our MIME tree.
@@ -27,8 +29,10 @@ pub(super) fn fast(raw: &[u8], body_start: Option<usize>) -> Choice {
 
 /// The choice on mail-parser's full parse.
 pub(super) fn full(raw: &[u8], body_start: Option<usize>) -> Choice {
-    let Ok(Some(msg)) = std::panic::catch_unwind(|| MessageParser::default().parse(raw)) else {
-        return Choice::Refused;
+    let msg = match std::panic::catch_unwind(|| MessageParser::default().parse(raw)) {
+        Ok(Some(msg)) => msg,
+        Ok(None) => return Choice::Refused,
+        Err(_) => return Choice::NoReference,
     };
     let got = choice(mime::locate(&msg, raw, body_start));
     // The deep nesting some tests build would overflow the stack in mail-parser's recursive drop.
@@ -49,6 +53,9 @@ fn choice(located: Result<Located<'_>, InjectError>) -> Choice {
 #[track_caller]
 pub(super) fn assert_same_choice(name: &str, raw: &[u8], strict: bool) {
     let (ours, theirs) = (fast(raw, None), full(raw, None));
+    if theirs == Choice::NoReference {
+        return;
+    }
     if strict {
         assert_eq!(
             ours, theirs,

@@ -190,12 +190,15 @@ fn fuzz_regressions() {
         }
         let raw = std::fs::read(&path).unwrap();
         oracle::assert_same_choice(&path.display().to_string(), &raw, false);
-        if let Ok(Outcome::Rewritten(out)) = inject_message(&raw, &pixel()) {
-            assert!(
-                MessageParser::default().parse(&out).is_some(),
-                "{}",
-                path.display()
-            );
+        // mail-parser's debug assertions fire on some of these inputs; where they fire on the
+        // input too, its reading of the output says nothing.
+        let parses = |m: &[u8]| {
+            std::panic::catch_unwind(|| MessageParser::default().parse(m).is_some()).ok()
+        };
+        if let Ok(Outcome::Rewritten(out)) = inject_message(&raw, &pixel())
+            && parses(&raw).is_some()
+        {
+            assert_eq!(parses(&out), Some(true), "{}", path.display());
         }
     }
 }
