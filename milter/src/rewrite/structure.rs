@@ -252,3 +252,96 @@ fn outside() -> InjectError {
 fn malformed(why: &str) -> InjectError {
     InjectError::Malformed(why.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn multipart(body: &str) -> Vec<u8> {
+        format!("Subject: t\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n{body}")
+            .into_bytes()
+    }
+
+    #[track_caller]
+    fn refused(raw: &[u8], why: &str) {
+        match parse(raw, None) {
+            Err(InjectError::Malformed(got)) => assert!(got.contains(why), "{got:?}, want {why:?}"),
+            other => panic!(
+                "want Malformed({why:?}), got {:?}",
+                other.map(|m| m.parts.len())
+            ),
+        }
+    }
+
+    #[test]
+    fn parts_and_offsets() {
+        let raw = multipart(
+            "preamble\r\n--b1 \t\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b1\r\n\r\nplain\r\n--b1--\r\nepilogue",
+        );
+        let msg = parse(&raw, None).unwrap();
+        assert_eq!(msg.parts.len(), 3);
+        assert!(matches!(&msg.parts[0].body, PartType::Multipart(c) if c == &[1, 2]));
+        let body = |i: usize| {
+            let p = &msg.parts[i];
+            std::str::from_utf8(&raw[p.offset_body as usize..p.offset_end as usize]).unwrap()
+        };
+        // The line break before a delimiter belongs to the delimiter.
+        assert_eq!(body(1), "<p>x</p>");
+        assert_eq!(body(2), "plain");
+        assert_eq!(msg.parts[1].content_type().unwrap().subtype(), Some("html"));
+        // A part without headers starts with its empty line.
+        assert!(msg.parts[2].headers.is_empty());
+    }
+
+    #[test]
+    fn ambiguous_delimiters_are_refused() {
+        refused(
+            &multipart("--b1\r\n\r\nx --b1\r\n--b1--\r\n"),
+            "inside a line",
+        );
+        // `--b10` is not b1's delimiter by RFC 2046, but mail-parser would take it for one.
+        refused(
+            &multipart("--b1\r\n\r\nx\r\n--b10\r\n--b1--\r\n"),
+            "text after",
+        );
+        refused(&multipart("--b1\r\n\r\nx\r\n"), "unterminated");
+        refused(
+            b"Subject: x\r\n \r\nContent-Type: text/html\r\n\r\n<p>",
+            "blanks only",
+        );
+        refused(
+            &multipart(
+                "--b1\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA==\r\n--b1--\r\n",
+            ),
+            "encoded message/rfc822",
+        );
+    }
+
+    #[test]
+    fn a_multipart_without_delimiters_is_a_leaf() {
+        let raw = multipart("no delimiter at all\r\n");
+        let msg = parse(&raw, None).unwrap();
+        assert_eq!(msg.parts.len(), 1);
+        assert!(matches!(msg.parts[0].body, PartType::Text(_)));
+    }
+
+    #[test]
+    fn digest_parts_default_to_messages() {
+        let raw = b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: inner\r\n\r\nhi\r\n--d--\r\n";
+        let msg = parse(raw, None).unwrap();
+        let PartType::Message(inner) = &msg.parts[1].body else {
+            panic!("{:?}", msg.parts[1].body);
+        };
+        assert_eq!(inner.parts[0].headers.len(), 1);
+    }
+
+    #[test]
+    fn the_callers_header_block_must_end_at_its_empty_line() {
+        let raw = b"Subject: x\r\n\r\nContent-Type: text/html\r\n\r\n<p>";
+        assert!(parse(raw, Some(14)).is_ok());
+        assert!(matches!(
+            parse(raw, Some(41)),
+            Err(InjectError::Malformed(_))
+        ));
+    }
+}

@@ -653,3 +653,57 @@ fn multipart_depth_is_bounded() {
     assert!(matches!(nested(33), Err(InjectError::Malformed(_))));
     assert!(matches!(nested(5000), Err(InjectError::Malformed(_))));
 }
+
+/// Bodies far over the sizes the fixtures and property tests use (base64 is decoded in blocks of
+/// 64 lines, and cut points exist only between blocks): the rewrite still decodes, for
+/// mail-parser, to the original HTML plus the pixel, and only the bytes near the pixel change.
+#[test]
+fn large_encoded_parts() {
+    use base64::Engine as _;
+    let row = "<tr><td style=\"color:#333\">Gr\u{fc}\u{df}e aus Z\u{fc}rich &amp; caf\u{e9} \u{1F600}</td></tr>\r\n";
+    let html = format!(
+        "<html><body><table>\r\n{}</table></body></html>\r\n",
+        row.repeat(4000)
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&html);
+    let b64_lines = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect::<Vec<_>>();
+    let qp = String::from_utf8(quoted_printable::encode(html.as_bytes())).unwrap();
+    for (cte, body) in [("base64", b64_lines.join("\r\n")), ("quoted-printable", qp)] {
+        let raw = message(
+            "multipart/alternative; boundary=\"=_b\"",
+            "",
+            &format!(
+                "--=_b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--=_b\r\nContent-Type: text/html; charset=utf-8\r\n\
+                 Content-Transfer-Encoding: {cte}\r\n\r\n{body}\r\n--=_b--\r\n"
+            ),
+        );
+        oracle::assert_same_choice(cte, &raw, true);
+        let Outcome::Rewritten(out) = inject_message(&raw, &pixel()).unwrap() else {
+            panic!("{cte}: not rewritten");
+        };
+        let parsed = MessageParser::default().parse(&out).unwrap();
+        let got = parsed.body_html(0).unwrap().replace('\r', "");
+        let want = html
+            .replacen("</body>", &format!("\r\n{TAG}\r\n</body>"), 1)
+            .replace('\r', "");
+        assert_eq!(got, want, "{cte}");
+        let same_prefix = raw.iter().zip(&out).take_while(|(a, b)| a == b).count();
+        let same_suffix = raw
+            .iter()
+            .rev()
+            .zip(out.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let rewritten = out.len() - same_prefix - same_suffix;
+        // The pixel sits at the end of the body: a few lines change, not the 600 KB before them.
+        assert!(rewritten < 5000, "{cte}: {rewritten} bytes rewritten");
+        assert!(
+            same_prefix > raw.len() * 9 / 10,
+            "{cte}: prefix {same_prefix}"
+        );
+    }
+}
