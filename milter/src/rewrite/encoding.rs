@@ -230,8 +230,8 @@ fn decode_base64(encoded: &[u8]) -> Result<Decoded<'static>, InjectError> {
             block.clear();
             cuts.push((line_start, bytes.len()));
         }
-        // `fold`, not `any`: no early exit, so the check over a 76-byte line vectorises.
-        if line.iter().fold(false, |seen, b| seen | blank(b)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if memchr::memchr3(b' ', b'\t', b'\r', line).is_some() {
             block.extend(line.iter().filter(|b| !blank(b)));
         } else {
             block.extend_from_slice(line);
@@ -416,23 +416,25 @@ fn decode_qp_line(line: &[u8], hard_break_after: bool, out: &mut Vec<u8>) -> boo
         Some(rest) => (rest, true),
         None => (line, false),
     };
-    // Copy the runs between `=`s whole.
+    // Copy the runs between `=`s whole; escapes often come in runs (`=C3=BC`), decoded in a row.
     while let Some(eq) = memchr::memchr(b'=', line) {
-        let (plain, rest) = line.split_at(eq);
+        let (plain, mut rest) = line.split_at(eq);
         out.extend_from_slice(plain);
-        match (
-            rest.get(1).and_then(|&h| hex(h)),
-            rest.get(2).and_then(|&l| hex(l)),
-        ) {
-            (Some(high), Some(low)) => {
-                out.push((high << 4) | low);
-                line = rest.get(3..).unwrap_or_default();
-            }
-            _ => {
-                out.push(b'=');
-                line = rest.get(1..).unwrap_or_default();
-            }
+        while let [b'=', high, low, tail @ ..] = rest {
+            let (Some(high), Some(low)) = (hex(*high), hex(*low)) else {
+                break;
+            };
+            out.push((high << 4) | low);
+            rest = tail;
         }
+        line = match rest {
+            // Not an escape: the `=` stays as it is.
+            [b'=', tail @ ..] => {
+                out.push(b'=');
+                tail
+            }
+            _ => rest,
+        };
     }
     out.extend_from_slice(line);
     if !soft_break && hard_break_after {
@@ -514,13 +516,25 @@ fn qp_line_at(encoded: &[u8], total: usize, at: usize) -> Result<EncodedQpLine, 
     }
 }
 
+/// The value of a hex digit (either case), from a table: no branches in the decoder's inner loop.
 fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    const INVALID: u8 = 0xff;
+    const TABLE: [u8; 256] = {
+        let mut table = [INVALID; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            table[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
+    Some(TABLE[usize::from(b)]).filter(|&v| v != INVALID)
 }
 
 /// The run of line breaks and blanks at the end of `bytes`.
