@@ -12,9 +12,18 @@ static PANIC_HOOK: Once = Once::new();
 fuzz_target!(|data: &[u8]| {
     // libfuzzer-sys aborts on every panic, even one that is caught. The rewrite deliberately
     // catches mail-parser's debug assertions (see `rewrite::parse`), and so does the check
-    // below, so restore the default hook: a panic that escapes still aborts in libfuzzer-sys'
-    // own wrapper.
-    PANIC_HOOK.call_once(|| drop(std::panic::take_hook()));
+    // below, so replace its hook: a panic that escapes still aborts in libfuzzer-sys' own
+    // wrapper.
+    PANIC_HOOK.call_once(|| {
+        // mail-parser's caught assertions would print a backtrace per input; any other panic
+        // is reported as usual.
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.location().is_some_and(|l| l.file().contains("mail-parser")) {
+                default(info);
+            }
+        }));
+    });
 
     let pixel = PixelUrl::parse("https://mail.example.test/pixel?id=TESTID").expect("valid URL");
     if let Ok(Outcome::Rewritten(out)) = inject_message(data, &pixel) {
