@@ -265,81 +265,10 @@ fn malformed(why: &str) -> InjectError {
     InjectError::Malformed(why.to_owned())
 }
 
-/// The first occurrence of `needle` in `haystack`.
-///
-/// Candidates are found 32 positions at a time by their first and last byte (a loop the compiler
-/// turns into SIMD compares) and confirmed with a slice compare. Confirming costs up to the
-/// needle's length per candidate, so once confirmations have cost as much as the haystack is long
-/// (a hostile message full of near-matches), the rest goes to [`find_kmp`], which is linear: the
-/// search never becomes quadratic.
+/// The first occurrence of `needle` in `haystack`: memchr's SIMD substring search, linear in the
+/// worst case (a hostile message full of near-matches cannot make it quadratic; tested below).
 pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    const BLOCK: usize = 32;
-    let (Some(&first), Some(&last)) = (needle.first(), needle.last()) else {
-        return Some(0);
-    };
-    let span = needle.len() - 1;
-    let mut budget = haystack.len();
-    let mut at = 0;
-    while let (Some(heads), Some(tails)) = (
-        block::<BLOCK>(haystack, at),
-        block::<BLOCK>(haystack, at + span),
-    ) {
-        let mut candidates = 0u32;
-        for i in 0..BLOCK {
-            candidates |= u32::from((heads[i] == first) & (tails[i] == last)) << i;
-        }
-        while candidates != 0 {
-            let pos = at + candidates.trailing_zeros() as usize;
-            if haystack.get(pos..pos + needle.len()) == Some(needle) {
-                return Some(pos);
-            }
-            budget = budget.saturating_sub(needle.len());
-            if budget == 0 {
-                return find_kmp(haystack.get(pos..)?, needle).map(|i| pos + i);
-            }
-            candidates &= candidates - 1;
-        }
-        at += BLOCK;
-    }
-    find_kmp(haystack.get(at..)?, needle).map(|i| at + i)
-}
-
-fn block<const N: usize>(bytes: &[u8], at: usize) -> Option<&[u8; N]> {
-    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
-}
-
-/// Knuth-Morris-Pratt: linear time whatever the input.
-fn find_kmp(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    // fail[i]: length of the longest proper border of needle[..=i].
-    let mut fail = vec![0usize; needle.len()];
-    let mut k = 0;
-    for (i, &b) in needle.iter().enumerate().skip(1) {
-        while k > 0 && needle.get(k) != Some(&b) {
-            k = fail.get(k - 1).copied().unwrap_or(0);
-        }
-        if needle.get(k) == Some(&b) {
-            k += 1;
-        }
-        if let Some(slot) = fail.get_mut(i) {
-            *slot = k;
-        }
-    }
-    let mut k = 0;
-    for (i, &b) in haystack.iter().enumerate() {
-        while k > 0 && needle.get(k) != Some(&b) {
-            k = fail.get(k - 1).copied().unwrap_or(0);
-        }
-        if needle.get(k) == Some(&b) {
-            k += 1;
-        }
-        if k == needle.len() {
-            return Some(i + 1 - k);
-        }
-    }
-    None
+    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]
@@ -366,13 +295,12 @@ mod tests {
                 naive,
                 "{hay:?} {needle:?}"
             );
-            assert_eq!(find_kmp(hay.as_bytes(), needle.as_bytes()), naive);
         }
     }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 1024, failure_persistence: None, ..Default::default() })]
-        /// Small alphabets make near-matches common, which exercises the switch to KMP too.
+        /// Small alphabets make near-matches common.
         #[test]
         fn find_matches_naive_search_on_anything(
             hay in proptest::collection::vec(proptest::sample::select(b"-ab".to_vec()), 0..300),
