@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A listening address as written in Postfix's `smtpd_milters`: `unix:/path` (or a bare absolute
@@ -39,6 +39,21 @@ impl std::str::FromStr for ListenAddr {
 }
 
 /// A TCP listener whose connections have `TCP_NODELAY` and `TCP_QUICKACK` set.
+/// Wraps each accepted connection in a [`BufStream`]. indymilter reads every milter command as
+/// three reads (length, kind, payload) and writes every reply as three writes and a flush; on a
+/// bare socket each of those is a system call. Buffered, a reply is one `write` and commands that
+/// Postfix sends back to back (headers, with NOREPLY) arrive in one `read`. Payloads larger than
+/// the buffer (body chunks) still go straight to and from the socket.
+pub struct Buffered<L>(pub L);
+
+impl<L: indymilter::Listener> indymilter::Listener for Buffered<L> {
+    type Io = BufStream<L::Io>;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
+        self.0.poll_accept(cx).map_ok(BufStream::new)
+    }
+}
+
 pub struct LowLatencyTcpListener(pub TcpListener);
 
 /// A TCP connection that re-arms `TCP_QUICKACK` after every read.

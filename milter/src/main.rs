@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use mailserver_milter::listener::{ListenAddr, LowLatencyTcpListener};
+use mailserver_milter::listener::{Buffered, ListenAddr, LowLatencyTcpListener};
 use mailserver_milter::rewrite::{self, Outcome, PixelUrl};
 use mailserver_milter::session::{self, Limits};
 use tokio::net::{TcpListener, UnixListener};
@@ -108,7 +108,7 @@ async fn serve(addr: ListenAddr, db: PathBuf, limits: Limits) -> Result<()> {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
                 .with_context(|| format!("could not chmod {}", path.display()))?;
             tracing::info!(socket = %path.display(), "mailserver-milter listening");
-            indymilter::run(listener, callbacks, session::config(), shutdown).await?;
+            indymilter::run(Buffered(listener), callbacks, session::config(), shutdown).await?;
             let _ = std::fs::remove_file(path);
         }
         ListenAddr::Inet(sa) => {
@@ -117,7 +117,7 @@ async fn serve(addr: ListenAddr, db: PathBuf, limits: Limits) -> Result<()> {
                 .with_context(|| format!("could not bind {sa}"))?;
             tracing::info!(address = %sa, "mailserver-milter listening (TCP_NODELAY, TCP_QUICKACK)");
             indymilter::run(
-                LowLatencyTcpListener(listener),
+                Buffered(LowLatencyTcpListener(listener)),
                 callbacks,
                 session::config(),
                 shutdown,

@@ -4,7 +4,7 @@
 //! any error means "do not track" (the message passes through unchanged).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use mailserver::db::{self, DbError, Pool};
@@ -22,6 +22,8 @@ pub enum PolicyError {
     Pool(#[from] r2d2::Error),
     #[error(transparent)]
     Settings(#[from] mailserver::settings::SettingsError),
+    #[error("recording failed: {0}")]
+    Record(String),
 }
 
 /// A tracked alias the sender matched.
@@ -47,12 +49,15 @@ const SETTINGS_TTL: Duration = Duration::from_secs(30);
 pub struct Policy {
     pool: Pool,
     base_url: Arc<Mutex<Option<(String, Instant)>>>,
+    recorder: mpsc::Sender<RecordRequest>,
 }
 
 impl Policy {
     pub fn open(db_path: &Path) -> Result<Self, PolicyError> {
+        let pool = db::open(db_path, 4)?;
         Ok(Self {
-            pool: db::open(db_path, 4)?,
+            recorder: spawn_recorder(&pool)?,
+            pool,
             base_url: Arc::new(Mutex::new(None)),
         })
     }
@@ -86,20 +91,17 @@ impl Policy {
         Ok(url)
     }
 
+    /// Writes the message's row, and returns once it is committed.
     pub fn record(&self, msg: &TrackedMessage) -> Result<(), PolicyError> {
-        let conn = self.pool.get()?;
-        conn.prepare_cached(
-            "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute((
-            &msg.tracking_id,
-            &msg.sender,
-            msg.recipients.join(","),
-            &msg.subject,
-            msg.alias_id,
-        ))?;
-        Ok(())
+        let (reply, committed) = mpsc::sync_channel(1);
+        let stopped = || PolicyError::Record("the recorder thread stopped".into());
+        self.recorder
+            .send((msg.clone(), reply))
+            .map_err(|_| stopped())?;
+        committed
+            .recv()
+            .map_err(|_| stopped())?
+            .map_err(PolicyError::Record)
     }
 
     /// Undoes [`record`](Self::record) when the body could not be replaced after all.
@@ -114,6 +116,61 @@ impl Policy {
 }
 
 /// A fresh tracking id: 128 random bits, base64url without padding (22 characters).
+/// A row to write, and where to say whether it was committed.
+type RecordRequest = (TrackedMessage, mpsc::SyncSender<Result<(), String>>);
+
+/// Rows written in one transaction at the most.
+const MAX_BATCH: usize = 256;
+
+/// The thread that writes `tracked_messages`, on a connection of its own. It commits in batches:
+/// every row that queued up while the previous transaction was written goes into the next one.
+/// One writer also means our own connections never wait on each other's locks (SQLite's busy
+/// handler sleeps), and under load a commit's locking and WAL writes (some 30 system calls) are
+/// shared by the messages of a batch. Each caller still waits for its own row's commit; a failed
+/// transaction fails every row in it, and those messages pass untracked.
+fn spawn_recorder(pool: &Pool) -> Result<mpsc::Sender<RecordRequest>, PolicyError> {
+    let mut conn = pool.get()?;
+    let (requests, queue) = mpsc::channel::<RecordRequest>();
+    std::thread::Builder::new()
+        .name("recorder".into())
+        .spawn(move || {
+            while let Ok(first) = queue.recv() {
+                let mut batch = vec![first];
+                batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+                let result =
+                    insert(&mut conn, batch.iter().map(|(msg, _)| msg)).map_err(|e| e.to_string());
+                for (_, reply) in batch {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        })
+        .map_err(|e| PolicyError::Record(format!("could not start the recorder thread: {e}")))?;
+    Ok(requests)
+}
+
+fn insert<'m>(
+    conn: &mut rusqlite::Connection,
+    rows: impl Iterator<Item = &'m TrackedMessage>,
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for msg in rows {
+            insert.execute((
+                &msg.tracking_id,
+                &msg.sender,
+                msg.recipients.join(","),
+                &msg.subject,
+                msg.alias_id,
+            ))?;
+        }
+    }
+    tx.commit()
+}
+
 pub fn new_tracking_id() -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; 16];
@@ -182,6 +239,41 @@ mod tests {
         )
         .unwrap();
         assert!(policy.tracked_alias(&sales).unwrap().is_none());
+    }
+
+    /// Rows recorded from many threads at once are all committed, each caller told of its own.
+    #[test]
+    fn concurrent_records_are_all_committed() {
+        let (_dir, policy) = setup();
+        let alias = policy
+            .tracked_alias(&Address::parse("sales@example.com").unwrap())
+            .unwrap()
+            .unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let policy = policy.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let msg = TrackedMessage {
+                            tracking_id: new_tracking_id(),
+                            sender: "sales@example.com".into(),
+                            recipients: vec!["a@x.test".into()],
+                            subject: "s".into(),
+                            alias_id: alias.id,
+                        };
+                        policy.record(&msg).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let conn = policy.pool.get().unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM tracked_messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 400);
     }
 
     #[test]

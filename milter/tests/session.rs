@@ -17,7 +17,7 @@ use indymilter_test::{
 };
 use mailserver::db::Pool;
 use mailserver::names::{AliasSource, Destinations, Domain};
-use mailserver_milter::listener::LowLatencyTcpListener;
+use mailserver_milter::listener::{Buffered, LowLatencyTcpListener};
 use mailserver_milter::session::{self, Limits};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -139,9 +139,9 @@ struct Milter {
 }
 
 impl Milter {
-    /// Binds 127.0.0.1:0 and runs the production callbacks and configuration. `low_latency` wraps
-    /// the listener in [`LowLatencyTcpListener`] (TCP_NODELAY, TCP_QUICKACK), as `--socket inet:`
-    /// does.
+    /// Binds 127.0.0.1:0 and runs the production callbacks and configuration, with buffered
+    /// connections. `low_latency` wraps the listener in [`LowLatencyTcpListener`] (TCP_NODELAY,
+    /// TCP_QUICKACK), as `--socket inet:` does.
     async fn spawn(db_path: PathBuf, limits: Limits, low_latency: bool) -> Self {
         // The milter's logs show up under a failing test (RUST_LOG to change the level).
         let _ = tracing_subscriber::fmt()
@@ -155,8 +155,9 @@ impl Milter {
         let addr = listener.local_addr().unwrap();
         let callbacks = session::callbacks(session::Milter::new(db_path, limits));
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        // Buffered, as the binary runs it.
         let task = if low_latency {
-            let listener = LowLatencyTcpListener(listener);
+            let listener = Buffered(LowLatencyTcpListener(listener));
             tokio::spawn(indymilter::run(
                 listener,
                 callbacks,
@@ -165,7 +166,7 @@ impl Milter {
             ))
         } else {
             tokio::spawn(indymilter::run(
-                listener,
+                Buffered(listener),
                 callbacks,
                 session::config(),
                 shutdown_rx,
