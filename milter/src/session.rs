@@ -120,13 +120,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// What a callback answers where it has nothing to say.
-    fn carry_on(&self) -> Status {
-        if self.quiet {
-            Status::Noreply
-        } else {
-            Status::Continue
-        }
+    /// The answer of an RCPT or header callback: `status`, or none where Postfix waits for none.
+    fn answer(&self, status: Status) -> Status {
+        if self.quiet { Status::Noreply } else { status }
     }
 }
 
@@ -221,17 +217,13 @@ async fn on_rcpt(cx: &mut Context<Connection>, args: Vec<CString>) -> Status {
     if let (Some(msg), Some(rcpt)) = (conn.message.as_mut(), args.first()) {
         msg.recipients.push(strip_angle(rcpt));
     }
-    conn.carry_on()
+    conn.answer(Status::Continue)
 }
 
 async fn on_header(cx: &mut Context<Connection>, name: CString, value: CString) -> Status {
     let conn = cx.data.get_or_insert_default();
     // Where Postfix waits for no answer, the first body chunk answers ACCEPT instead.
-    let done = if conn.quiet {
-        Status::Noreply
-    } else {
-        Status::Accept
-    };
+    let done = conn.answer(Status::Accept);
     let Some(msg) = conn.message.as_mut() else {
         return done;
     };
@@ -251,7 +243,7 @@ async fn on_header(cx: &mut Context<Connection>, name: CString, value: CString) 
             .extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
     }
     msg.headers.extend_from_slice(b"\r\n");
-    conn.carry_on()
+    conn.answer(Status::Continue)
 }
 
 async fn on_body(milter: Arc<Milter>, cx: &mut Context<Connection>, chunk: Bytes) -> Status {

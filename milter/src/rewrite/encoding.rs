@@ -97,8 +97,8 @@ impl Cte {
     /// as little as the encoding allows: nothing for 7bit and 8bit, the one encoded line `at`
     /// falls in for quoted-printable (text around it keeps its line breaks), and for base64
     /// everything from the last line start before `at` that begins a 4-character group (the
-    /// insertion shifts every group after it). Returns the range of `out` that is new; every byte
-    /// around it is copied from `encoded`.
+    /// insertion shifts every group after it). Returns where the new bytes lie in the part as
+    /// written (offsets from where it starts in `out`); every byte around them is `encoded`'s.
     pub(super) fn splice_into(
         self,
         encoded: &[u8],
@@ -120,7 +120,7 @@ impl Cte {
                 out.extend_from_slice(head);
                 out.extend_from_slice(text);
                 out.extend_from_slice(tail);
-                Ok(base + at..base + at + text.len())
+                Ok(at..at + text.len())
             }
             Cte::QuotedPrintable => {
                 let line = qp_line_at(encoded, decoded.bytes.len(), at)?;
@@ -139,7 +139,7 @@ impl Cte {
                 }
                 let end = out.len();
                 out.extend_from_slice(tail);
-                Ok(start..end)
+                Ok(start - base..end - base)
             }
             Cte::Base64 => {
                 // The last cut at or before `at`; the first is always (0, 0).
@@ -161,7 +161,7 @@ impl Cte {
                 // Keep whatever line breaks closed the original body (e.g. the final CRLF of a
                 // single-part message), so the bytes around the part stay as they were.
                 out.extend_from_slice(trailing_space(encoded));
-                Ok(start..out.len())
+                Ok(start - base..out.len() - base)
             }
         }
     }
@@ -735,13 +735,9 @@ mod tests {
                 String::from_utf8_lossy(&want),
                 "{cte:?} at {at}"
             );
-            assert_eq!(
-                &body[..new.start - 4],
-                &encoded[..new.start - 4],
-                "{cte:?} at {at}"
-            );
+            assert_eq!(&body[..new.start], &encoded[..new.start], "{cte:?} at {at}");
             // The lines written; the sender's are kept as they were, legal or not.
-            for line in out[new.start..new.end].split(|&b| b == b'\n') {
+            for line in body[new.start..new.end].split(|&b| b == b'\n') {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 assert!(
                     line.len() <= 76,

@@ -226,7 +226,6 @@ fn rewrite(
         part_eol,
         &mut out,
     )?;
-    let new = new.start - before.len()..new.end - before.len();
     mime::check_new_bytes(&target, out.get(before.len()..).unwrap_or_default(), new)?;
     out.extend_from_slice(after);
     Ok(Outcome::Rewritten(out))

@@ -22,6 +22,7 @@ use std::ops::Range;
 use mail_parser::{Encoding, Header, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::InjectError;
+use super::encoding::Cte;
 use super::mime::{MAX_BOUNDARY, find};
 
 /// Multiparts and attached messages nest at most this deep ([`super::mime`] allows 32
@@ -90,6 +91,11 @@ impl<'x> Walker<'x> {
             offset_end: offset(body.end)?,
         });
         let part = parts.last().ok_or_else(outside)?;
+        // RFC 2046 5.2.1: an attached message is 7bit, 8bit or binary. mail-parser would decode
+        // an encoded one first; we leave such a message alone.
+        let message = || Kind::Message {
+            encoded: Cte::from_header(part.content_transfer_encoding()) != Some(Cte::Identity),
+        };
         let kind = match part.content_type() {
             Some(ct) if ct.ctype().eq_ignore_ascii_case("multipart") => {
                 match ct.attribute("boundary").filter(|b| !b.is_empty()) {
@@ -108,18 +114,11 @@ impl<'x> Walker<'x> {
                         s.eq_ignore_ascii_case("rfc822") || s.eq_ignore_ascii_case("global")
                     }) =>
             {
-                Kind::Message
+                message()
             }
-            None if in_digest => Kind::Message,
+            None if in_digest => message(),
             _ => Kind::Leaf,
         };
-        // RFC 2046 5.2.1: an attached message is 7bit, 8bit or binary. mail-parser would decode
-        // an encoded one first; we leave such a message alone.
-        let identity = part.content_transfer_encoding().is_none_or(|cte| {
-            ["7bit", "8bit", "binary"]
-                .iter()
-                .any(|ok| cte.trim().eq_ignore_ascii_case(ok))
-        });
         let body_type = match kind {
             Kind::Leaf => return Ok(id as u32),
             Kind::Multipart { boundary, digest } => {
@@ -129,10 +128,10 @@ impl<'x> Walker<'x> {
                     None => return Ok(id as u32),
                 }
             }
-            Kind::Message => {
-                if !identity {
-                    return Err(malformed("encoded message/rfc822 part"));
-                }
+            Kind::Message { encoded: true } => {
+                return Err(malformed("encoded message/rfc822 part"));
+            }
+            Kind::Message { encoded: false } => {
                 let mut inner = Vec::new();
                 self.part(body, None, false, depth + 1, &mut inner)?;
                 PartType::Message(Message {
@@ -215,7 +214,7 @@ impl<'x> Walker<'x> {
 enum Kind {
     Leaf,
     Multipart { boundary: String, digest: bool },
-    Message,
+    Message { encoded: bool },
 }
 
 /// The length of the header block at the start of `part`, its empty line included; the whole
