@@ -1,7 +1,9 @@
 //! Which mail is tracked, and where tracked messages are recorded (the main SQLite database).
 //!
-//! Every call here is blocking; the milter runs them on tokio's blocking pool with a deadline, and
-//! any error means "do not track" (the message passes through unchanged).
+//! Reads ([`Policy::tracked_alias`], [`Policy::pixel_base_url`]) are short indexed queries on a WAL
+//! database, where readers never wait for writers; the milter runs them on its runtime thread.
+//! Writes go to one recorder thread, and callers await their commit without holding a thread. Any
+//! error means "do not track": the message passes through unchanged.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
@@ -11,6 +13,7 @@ use mailserver::db::{self, DbError, Pool};
 use mailserver::names::Address;
 use rusqlite::OptionalExtension as _;
 use thiserror::Error;
+use tokio::sync::oneshot;
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
@@ -49,7 +52,7 @@ const SETTINGS_TTL: Duration = Duration::from_secs(30);
 pub struct Policy {
     pool: Pool,
     base_url: Arc<Mutex<Option<(String, Instant)>>>,
-    recorder: mpsc::Sender<RecordRequest>,
+    recorder: mpsc::Sender<Request>,
 }
 
 impl Policy {
@@ -91,56 +94,83 @@ impl Policy {
         Ok(url)
     }
 
-    /// Writes the message's row, and returns once it is committed.
-    pub fn record(&self, msg: &TrackedMessage) -> Result<(), PolicyError> {
-        let (reply, committed) = mpsc::sync_channel(1);
-        let stopped = || PolicyError::Record("the recorder thread stopped".into());
-        self.recorder
-            .send((msg.clone(), reply))
-            .map_err(|_| stopped())?;
-        committed
-            .recv()
-            .map_err(|_| stopped())?
-            .map_err(PolicyError::Record)
+    /// Queues the message's row; the receiver says once it is committed (or why not). The caller
+    /// awaits it without holding a thread.
+    pub fn record(&self, msg: TrackedMessage) -> Committed {
+        let (reply, committed) = oneshot::channel();
+        // If the recorder is gone, `reply` is dropped with the request and the receiver says so.
+        let _ = self.recorder.send(Request::Insert(msg, reply));
+        Committed(committed)
     }
 
-    /// Undoes [`record`](Self::record) when the body could not be replaced after all.
-    pub fn forget(&self, tracking_id: &str) -> Result<(), PolicyError> {
-        let conn = self.pool.get()?;
-        conn.execute(
-            "DELETE FROM tracked_messages WHERE message_id = ?1",
-            [tracking_id],
-        )?;
-        Ok(())
+    /// Undoes [`record`](Self::record) when the body could not be replaced after all. Queued on the
+    /// recorder, so it runs after the insert it undoes; nobody waits for it.
+    pub fn forget(&self, tracking_id: &str) {
+        if self
+            .recorder
+            .send(Request::Forget(tracking_id.to_string()))
+            .is_err()
+        {
+            tracing::error!(tracking_id, "the recorder thread stopped; row not removed");
+        }
     }
 }
 
-/// A fresh tracking id: 128 random bits, base64url without padding (22 characters).
-/// A row to write, and where to say whether it was committed.
-type RecordRequest = (TrackedMessage, mpsc::SyncSender<Result<(), String>>);
+/// The answer to [`Policy::record`]: `Ok` once the row is committed.
+pub struct Committed(oneshot::Receiver<Result<(), String>>);
 
-/// Rows written in one transaction at the most.
+impl Committed {
+    pub async fn wait(self) -> Result<(), PolicyError> {
+        match self.0.await {
+            Ok(result) => result.map_err(PolicyError::Record),
+            Err(_) => Err(PolicyError::Record("the recorder thread stopped".into())),
+        }
+    }
+
+    /// For callers outside the runtime (tests).
+    pub fn wait_blocking(self) -> Result<(), PolicyError> {
+        match self.0.blocking_recv() {
+            Ok(result) => result.map_err(PolicyError::Record),
+            Err(_) => Err(PolicyError::Record("the recorder thread stopped".into())),
+        }
+    }
+}
+
+/// What the recorder thread is asked to do, in order.
+enum Request {
+    /// Insert the row, and say on the channel whether it was committed.
+    Insert(TrackedMessage, oneshot::Sender<Result<(), String>>),
+    /// Delete the row of this tracking id.
+    Forget(String),
+}
+
+/// Requests handled in one transaction at the most.
 const MAX_BATCH: usize = 256;
 
 /// The thread that writes `tracked_messages`, on a connection of its own. It commits in batches:
-/// every row that queued up while the previous transaction was written goes into the next one.
+/// every request that queued up while the previous transaction was written goes into the next one.
 /// One writer also means our own connections never wait on each other's locks (SQLite's busy
 /// handler sleeps), and under load a commit's locking and WAL writes (some 30 system calls) are
-/// shared by the messages of a batch. Each caller still waits for its own row's commit; a failed
-/// transaction fails every row in it, and those messages pass untracked.
-fn spawn_recorder(pool: &Pool) -> Result<mpsc::Sender<RecordRequest>, PolicyError> {
+/// shared by the messages of a batch. Each caller still learns of its own row's commit, through a
+/// oneshot channel that wakes its task on the milter's runtime; a failed transaction fails every
+/// row in it, and those messages pass untracked.
+fn spawn_recorder(pool: &Pool) -> Result<mpsc::Sender<Request>, PolicyError> {
     let mut conn = pool.get()?;
-    let (requests, queue) = mpsc::channel::<RecordRequest>();
+    let (requests, queue) = mpsc::channel::<Request>();
     std::thread::Builder::new()
         .name("recorder".into())
         .spawn(move || {
             while let Ok(first) = queue.recv() {
                 let mut batch = vec![first];
                 batch.extend(queue.try_iter().take(MAX_BATCH - 1));
-                let result =
-                    insert(&mut conn, batch.iter().map(|(msg, _)| msg)).map_err(|e| e.to_string());
-                for (_, reply) in batch {
-                    let _ = reply.send(result.clone());
+                let result = write(&mut conn, &batch).map_err(|e| e.to_string());
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, rows = batch.len(), "writing tracked messages failed");
+                }
+                for request in batch {
+                    if let Request::Insert(_, reply) = request {
+                        let _ = reply.send(result.clone());
+                    }
                 }
             }
         })
@@ -148,29 +178,33 @@ fn spawn_recorder(pool: &Pool) -> Result<mpsc::Sender<RecordRequest>, PolicyErro
     Ok(requests)
 }
 
-fn insert<'m>(
-    conn: &mut rusqlite::Connection,
-    rows: impl Iterator<Item = &'m TrackedMessage>,
-) -> Result<(), rusqlite::Error> {
+fn write(conn: &mut rusqlite::Connection, batch: &[Request]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for msg in rows {
-            insert.execute((
-                &msg.tracking_id,
-                &msg.sender,
-                msg.recipients.join(","),
-                &msg.subject,
-                msg.alias_id,
-            ))?;
+    for request in batch {
+        match request {
+            Request::Insert(msg, _) => {
+                tx.prepare_cached(
+                    "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute((
+                    &msg.tracking_id,
+                    &msg.sender,
+                    msg.recipients.join(","),
+                    &msg.subject,
+                    msg.alias_id,
+                ))?;
+            }
+            Request::Forget(id) => {
+                tx.prepare_cached("DELETE FROM tracked_messages WHERE message_id = ?1")?
+                    .execute([id])?;
+            }
         }
     }
     tx.commit()
 }
 
+/// A fresh tracking id: 128 random bits, base64url without padding (22 characters).
 pub fn new_tracking_id() -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; 16];
@@ -261,7 +295,7 @@ mod tests {
                             subject: "s".into(),
                             alias_id: alias.id,
                         };
-                        policy.record(&msg).unwrap();
+                        policy.record(msg).wait_blocking().unwrap();
                     }
                 })
             })
@@ -293,7 +327,7 @@ mod tests {
             subject: "Grüße".into(),
             alias_id: alias.id,
         };
-        policy.record(&msg).unwrap();
+        policy.record(msg).wait_blocking().unwrap();
         let conn = policy.pool.get().unwrap();
         let (rcpt, subject): (String, String) = conn
             .query_row(
@@ -306,9 +340,23 @@ mod tests {
             (rcpt.as_str(), subject.as_str()),
             ("a@x.test,b@y.test", "Grüße")
         );
-        policy.forget(&id).unwrap();
+        policy.forget(&id);
+        policy
+            .record(TrackedMessage {
+                tracking_id: new_tracking_id(),
+                sender: "sales@example.com".into(),
+                recipients: vec![],
+                subject: String::new(),
+                alias_id: alias.id,
+            })
+            .wait_blocking()
+            .unwrap(); // committed after the forget, which came first
         let n: i64 = conn
-            .query_row("SELECT count(*) FROM tracked_messages", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM tracked_messages WHERE message_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(n, 0);
         assert_eq!(policy.pixel_base_url().unwrap(), "https://mx.example.com");

@@ -188,11 +188,8 @@ impl Milter {
             "the milter asks for body replacement only"
         );
         let opts = conn.negotiated_opts();
-        // Postfix need not wait for answers to RCPT and headers.
-        assert!(
-            opts.contains(ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_HEADER),
-            "{opts:?}"
-        );
+        // Postfix need not wait for answers to RCPT, headers and body chunks.
+        assert!(opts.contains(QUIET), "{opts:?}");
         for needed in [
             ProtoOpts::NO_MAIL,
             ProtoOpts::NO_RCPT,
@@ -299,6 +296,11 @@ struct Sent {
     replaced: Option<Vec<u8>>,
 }
 
+/// The NOREPLY options the milter takes where the MTA offers them.
+const QUIET: ProtoOpts = ProtoOpts::NOREPLY_RCPT
+    .union(ProtoOpts::NOREPLY_HEADER)
+    .union(ProtoOpts::NOREPLY_BODY);
+
 /// The MAIL-stage macros Postfix sends (`milter_mail_macros` in our main.cf).
 async fn mail_macros(conn: &mut TestConnection, auth: Option<&str>, client_addr: Option<&str>) {
     let mut macros = vec![("i", "4QzXyR0Abc"), ("{daemon_name}", "ORIGINATING")];
@@ -317,7 +319,7 @@ async fn send(conn: &mut TestConnection, msg: &Msg) -> Sent {
             replaced: None,
         }),
         Status::Continue => None,
-        Status::Noreply if matches!(stage, Stage::Rcpt | Stage::Header) => None,
+        Status::Noreply if matches!(stage, Stage::Rcpt | Stage::Header | Stage::Body) => None,
         other => panic!("unexpected {other:?} at {stage:?}"),
     };
     mail_macros(conn, msg.auth, msg.client_addr).await;
@@ -482,17 +484,13 @@ async fn tracked_html_gets_one_pixel_and_a_row() -> anyhow::Result<()> {
 async fn an_mta_without_noreply_options_gets_every_answer() -> anyhow::Result<()> {
     let fx = fixture()?;
     let milter = Milter::spawn(fx.db_path.clone(), Limits::default(), true).await;
-    let offered = ProtoOpts::all().difference(ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_HEADER);
+    let offered = ProtoOpts::all().difference(QUIET);
     let mut conn = TestConnection::configure()
         .available_opts(offered)
         .open_tcp(milter.addr)
         .await?;
     assert_eq!(conn.negotiated_actions(), Actions::REPLACE_BODY);
-    assert!(
-        !conn
-            .negotiated_opts()
-            .intersects(ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_HEADER)
-    );
+    assert!(!conn.negotiated_opts().intersects(QUIET));
     mail_macros(&mut conn, Some("alice@example.test"), Some(INTERNET)).await;
     assert_eq!(conn.mail(["<news@example.test>"]).await?, Status::Continue);
     assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Continue);
@@ -505,6 +503,18 @@ async fn an_mta_without_noreply_options_gets_every_answer() -> anyhow::Result<()
     // Without NOREPLY the milter can stop at the DKIM-Signature header itself.
     let sent = send(&mut conn, &tracked().with_headers(DKIM_HEADERS)).await;
     assert_eq!(sent.accepted_at, Stage::Header);
+    assert!(sent.replaced.is_none());
+    // ... and at the body chunk that passes max_body.
+    let big = format!(
+        "<html><body>{}</body></html>\r\n",
+        "x".repeat(Limits::default().max_body)
+    );
+    let msg = Msg {
+        chunk: 65535,
+        ..tracked().with_body(big.as_bytes())
+    };
+    let sent = send(&mut conn, &msg).await;
+    assert_eq!(sent.accepted_at, Stage::Body);
     assert!(sent.replaced.is_none());
     conn.close().await?;
     milter.shutdown().await;
@@ -671,8 +681,8 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
         case(
             "DKIM-Signature present",
             tracked().with_headers(DKIM_HEADERS),
-            // Postfix waits for no answer to headers: the first body chunk says ACCEPT.
-            Stage::Body,
+            // Postfix waits for no answer to headers and body: end of message says ACCEPT.
+            Stage::Eom,
         ),
         case(
             "plain text, no HTML",
@@ -689,7 +699,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
             ..case(
                 "body over max_body, one chunk",
                 tracked().with_body(&big_html),
-                Stage::Body,
+                Stage::Eom,
             )
         },
         Case {
@@ -700,7 +710,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
                     chunk: 64,
                     ..tracked().with_body(&big_html)
                 },
-                Stage::Body,
+                Stage::Eom,
             )
         },
         Case {
@@ -776,12 +786,12 @@ async fn database_created_after_start_is_picked_up() -> anyhow::Result<()> {
 #[tokio::test]
 async fn max_body_is_inclusive() -> anyhow::Result<()> {
     let cases = [
-        (HTML.len(), 0, Stage::Eom),
-        (HTML.len(), 5, Stage::Eom),
-        (HTML.len() - 1, 0, Stage::Body),
-        (HTML.len() - 1, 5, Stage::Body),
+        (HTML.len(), 0, true),
+        (HTML.len(), 5, true),
+        (HTML.len() - 1, 0, false),
+        (HTML.len() - 1, 5, false),
     ];
-    for (max_body, chunk, want) in cases {
+    for (max_body, chunk, tracked_) in cases {
         let fx = fixture()?;
         let limits = Limits {
             max_body,
@@ -790,9 +800,18 @@ async fn max_body_is_inclusive() -> anyhow::Result<()> {
         let milter = fx.milter(limits).await;
         let mut conn = milter.connect(peer(Some(INTERNET))).await;
         let sent = send(&mut conn, &Msg { chunk, ..tracked() }).await;
-        assert_eq!(sent.accepted_at, want, "max_body {max_body}, chunk {chunk}");
-        assert_eq!(sent.replaced.is_some(), want == Stage::Eom);
-        assert_eq!(fx.rows().len(), usize::from(want == Stage::Eom));
+        // Postfix waits for no answer to body chunks: end of message says ACCEPT either way.
+        assert_eq!(
+            sent.accepted_at,
+            Stage::Eom,
+            "max_body {max_body}, chunk {chunk}"
+        );
+        assert_eq!(
+            sent.replaced.is_some(),
+            tracked_,
+            "max_body {max_body}, chunk {chunk}"
+        );
+        assert_eq!(fx.rows().len(), usize::from(tracked_));
         conn.close().await?;
         milter.shutdown().await;
     }
@@ -992,7 +1011,7 @@ async fn broken_mime_passes_unchanged_and_the_session_goes_on() -> anyhow::Resul
     }
     assert_eq!(
         conn.body(&b"<html><body><p>aborted"[..]).await?,
-        Status::Continue
+        Status::Noreply
     );
     conn.abort().await?;
 
