@@ -18,15 +18,15 @@
 //! runtime thread itself; larger bodies go to the blocking pool with a deadline. The row is
 //! written by the recorder thread while the message's task awaits the commit.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use indymilter::{
-    Actions, Callbacks, Context, ContextActions as _, EomContext, NegotiateContext, ProtoOpts,
-    Status,
+    Actions, Callbacks, Context, ContextActions as _, EomContext, MacroStage, NegotiateContext,
+    ProtoOpts, Status,
 };
 use mailserver::names::Address;
 
@@ -220,7 +220,6 @@ async fn on_mail(milter: Arc<Milter>, cx: &mut Context<Connection>, args: Vec<CS
         sender,
         auth = ?macro_value(cx, "{auth_authen}"),
         client = ?macro_value(cx, "{client_addr}"),
-        daemon = ?macro_value(cx, "{daemon_name}"),
         "MAIL FROM"
     );
     if !submitted_by_a_user(cx) {
@@ -432,7 +431,7 @@ fn decoded_subject(headers: &[u8]) -> String {
 pub fn callbacks(milter: Arc<Milter>) -> Callbacks<Connection> {
     let (m1, m2, m3) = (milter.clone(), milter.clone(), milter);
     Callbacks::new()
-        .on_negotiate(|cx, _, mta_opts| Box::pin(on_negotiate(cx, mta_opts)))
+        .on_negotiate(|cx, mta_actions, mta_opts| Box::pin(on_negotiate(cx, mta_actions, mta_opts)))
         .on_mail(move |cx, args| Box::pin(on_mail(m1.clone(), cx, args)))
         .on_rcpt(|cx, args| Box::pin(on_rcpt(cx, args)))
         .on_header(|cx, name, value| Box::pin(on_header(cx, name, value)))
@@ -446,9 +445,23 @@ pub fn callbacks(milter: Arc<Milter>) -> Callbacks<Connection> {
         })
 }
 
-/// Requests REPLACE_BODY only, and the quiet options where the MTA offers them (Postfix does).
-async fn on_negotiate(cx: &mut NegotiateContext<Connection>, mta_opts: ProtoOpts) -> Status {
+/// Requests REPLACE_BODY, the quiet options where the MTA offers them (Postfix does), and, where
+/// the MTA lets the milter choose its macros (`REQUEST_MACROS`, Postfix 2.10 and later), only the
+/// macros read here. Postfix then sends this milter no other macro at any stage, instead of its
+/// `milter_*_macros` lists at every one.
+async fn on_negotiate(
+    cx: &mut NegotiateContext<Connection>,
+    mta_actions: Actions,
+    mta_opts: ProtoOpts,
+) -> Status {
     cx.requested_actions = Actions::REPLACE_BODY;
+    if mta_actions.contains(Actions::REQUEST_MACROS) {
+        cx.requested_actions |= Actions::REQUEST_MACROS;
+        cx.requested_macros
+            .insert(MacroStage::Mail, MAIL_MACROS.to_owned());
+        cx.requested_macros
+            .insert(MacroStage::Eom, EOM_MACROS.to_owned());
+    }
     let quiet = mta_opts.contains(QUIET);
     if quiet {
         cx.requested_opts |= QUIET;
@@ -459,6 +472,11 @@ async fn on_negotiate(cx: &mut NegotiateContext<Connection>, mta_opts: ProtoOpts
     });
     Status::Continue
 }
+
+/// The macros `on_mail` reads: who submitted the message, and the queue id for the log.
+pub const MAIL_MACROS: &CStr = c"i {auth_authen} {client_addr}";
+/// The macro `on_eom` reads: the queue id, which smtpd may assign only after MAIL FROM.
+pub const EOM_MACROS: &CStr = c"i";
 
 /// The indymilter configuration: we only ever replace the body.
 pub fn config() -> indymilter::Config {

@@ -7,7 +7,7 @@
 //! milter turned off at negotiation and sends nothing more for a message once the milter answered
 //! ACCEPT.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -184,8 +184,21 @@ impl Milter {
         let mut conn = TestConnection::open(self.addr).await.unwrap();
         assert_eq!(
             conn.negotiated_actions(),
-            Actions::REPLACE_BODY,
-            "the milter asks for body replacement only"
+            Actions::REPLACE_BODY | Actions::REQUEST_MACROS,
+            "the milter asks for body replacement and its own macro lists only"
+        );
+        // Only the macros the milter reads, so Postfix sends no others.
+        let macros: HashMap<_, _> = conn
+            .requested_macros()
+            .iter()
+            .map(|(stage, names)| (*stage, names.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            macros,
+            HashMap::from([
+                (MacroStage::Mail, "i {auth_authen} {client_addr}"),
+                (MacroStage::Eom, "i"),
+            ])
         );
         let opts = conn.negotiated_opts();
         // Postfix need not wait for answers to RCPT, headers and body chunks.
@@ -478,8 +491,9 @@ async fn tracked_html_gets_one_pixel_and_a_row() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An MTA that offers no NOREPLY options (Postfix before 2.6, or another MTA) gets an answer to
-/// every callback, and tracking works the same.
+/// An MTA that offers no NOREPLY options and lets the milter choose no macros (Postfix before
+/// 2.6, or another MTA) gets an answer to every callback, sends its own macro lists, and tracking
+/// works the same.
 #[tokio::test]
 async fn an_mta_without_noreply_options_gets_every_answer() -> anyhow::Result<()> {
     let fx = fixture()?;
@@ -487,10 +501,12 @@ async fn an_mta_without_noreply_options_gets_every_answer() -> anyhow::Result<()
     let offered = ProtoOpts::all().difference(QUIET);
     let mut conn = TestConnection::configure()
         .available_opts(offered)
+        .available_actions(Actions::all().difference(Actions::REQUEST_MACROS))
         .open_tcp(milter.addr)
         .await?;
     assert_eq!(conn.negotiated_actions(), Actions::REPLACE_BODY);
     assert!(!conn.negotiated_opts().intersects(QUIET));
+    assert!(conn.requested_macros().is_empty());
     mail_macros(&mut conn, Some("alice@example.test"), Some(INTERNET)).await;
     assert_eq!(conn.mail(["<news@example.test>"]).await?, Status::Continue);
     assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Continue);
