@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use mailserver_milter::listener::{Buffered, ListenAddr, LowLatencyTcpListener};
+use mailserver_milter::log::BatchedLines;
 use mailserver_milter::rewrite::{self, Outcome, PixelUrl};
 use mailserver_milter::session::{self, Limits};
 use tokio::net::{TcpListener, UnixListener};
@@ -65,7 +66,9 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
+    let log = BatchedLines::start(std::io::stdout());
     tracing_subscriber::fmt()
+        .with_writer(log.clone())
         // Colours only on a terminal: supervisord keeps this output in plain log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
@@ -79,10 +82,12 @@ fn main() -> Result<()> {
     // One thread for all milter connections: they only wait on sockets, and the rewrite and the
     // database run on the blocking pool. Measured in scripts/bench-milter.sh, one thread cost
     // less CPU per message than one per core (fewer cross-thread wake-ups).
-    tokio::runtime::Builder::new_current_thread()
+    let served = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(serve(socket, paths.db(), limits))
+        .block_on(serve(socket, paths.db(), limits));
+    log.flush();
+    served
 }
 
 async fn serve(addr: ListenAddr, db: PathBuf, limits: Limits) -> Result<()> {
