@@ -2,10 +2,8 @@
 //!
 //! Reads ([`Policy::tracked_alias`], [`Policy::pixel_base_url`]) are short indexed queries on a WAL
 //! database, where readers never wait for writers; the milter runs them on its runtime thread.
-//! A row is written on the caller's thread too when SQLite's write lock is free, and otherwise by
-//! one recorder thread that waits for the lock while the caller awaits the commit without holding
-//! a thread (see [`Policy::record`]). Any error means "do not track": the message passes through
-//! unchanged.
+//! Writes go to one recorder thread, and callers await their commit without holding a thread. Any
+//! error means "do not track": the message passes through unchanged.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
@@ -55,7 +53,6 @@ pub struct Policy {
     pool: Pool,
     base_url: Arc<Mutex<Option<(String, Instant)>>>,
     recorder: mpsc::Sender<Request>,
-    direct: Arc<Mutex<Direct>>,
 }
 
 impl Policy {
@@ -63,7 +60,6 @@ impl Policy {
         let pool = db::open(db_path, 4)?;
         Ok(Self {
             recorder: spawn_recorder(&pool)?,
-            direct: Arc::new(Mutex::new(Direct::new(pool.get()?)?)),
             pool,
             base_url: Arc::new(Mutex::new(None)),
         })
@@ -98,30 +94,13 @@ impl Policy {
         Ok(url)
     }
 
-    /// Writes the message's row; the answer says once it is committed (or why not).
-    ///
-    /// When SQLite's write lock is free, the row is written and committed right here, on the
-    /// caller's thread (some 50 µs, no thread hand-off). When another writer holds the lock, the
-    /// direct connection does not wait (its busy timeout is zero): the row goes to the recorder
-    /// thread, which waits for the lock, and the caller awaits the commit without holding a thread.
+    /// Queues the message's row; the receiver says once it is committed (or why not). The caller
+    /// awaits it without holding a thread.
     pub fn record(&self, msg: TrackedMessage) -> Committed {
-        if let Ok(mut direct) = self.direct.try_lock() {
-            match direct.insert(&msg) {
-                Ok(checkpoint) => {
-                    if checkpoint {
-                        let _ = self.recorder.send(Request::Checkpoint);
-                    }
-                    return Committed(Answer::Done);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "database busy; the recorder thread writes the row");
-                }
-            }
-        }
         let (reply, committed) = oneshot::channel();
         // If the recorder is gone, `reply` is dropped with the request and the receiver says so.
         let _ = self.recorder.send(Request::Insert(msg, reply));
-        Committed(Answer::Queued(committed))
+        Committed(committed)
     }
 
     /// Undoes [`record`](Self::record) when the body could not be replaced after all. Queued on the
@@ -138,82 +117,22 @@ impl Policy {
 }
 
 /// The answer to [`Policy::record`]: `Ok` once the row is committed.
-pub struct Committed(Answer);
-
-enum Answer {
-    /// Committed on the caller's thread.
-    Done,
-    /// Queued on the recorder thread, which answers here.
-    Queued(oneshot::Receiver<Result<(), String>>),
-}
+pub struct Committed(oneshot::Receiver<Result<(), String>>);
 
 impl Committed {
     pub async fn wait(self) -> Result<(), PolicyError> {
-        match self.0 {
-            Answer::Done => Ok(()),
-            Answer::Queued(answer) => recorded(answer.await),
+        match self.0.await {
+            Ok(result) => result.map_err(PolicyError::Record),
+            Err(_) => Err(PolicyError::Record("the recorder thread stopped".into())),
         }
     }
 
     /// For callers outside the runtime (tests).
     pub fn wait_blocking(self) -> Result<(), PolicyError> {
-        match self.0 {
-            Answer::Done => Ok(()),
-            Answer::Queued(answer) => recorded(answer.blocking_recv()),
+        match self.0.blocking_recv() {
+            Ok(result) => result.map_err(PolicyError::Record),
+            Err(_) => Err(PolicyError::Record("the recorder thread stopped".into())),
         }
-    }
-
-    /// Whether the row was written on the caller's thread (tests).
-    pub fn was_direct(&self) -> bool {
-        matches!(self.0, Answer::Done)
-    }
-}
-
-fn recorded(
-    answer: Result<Result<(), String>, oneshot::error::RecvError>,
-) -> Result<(), PolicyError> {
-    match answer {
-        Ok(result) => result.map_err(PolicyError::Record),
-        Err(_) => Err(PolicyError::Record("the recorder thread stopped".into())),
-    }
-}
-
-/// Direct commits between two checkpoints, which the recorder thread runs.
-const CHECKPOINT_EVERY: u32 = 200;
-
-/// The connection [`Policy::record`] writes on directly. It never waits for the write lock, and
-/// never checkpoints itself (a checkpoint copies the WAL into the database and syncs both: some
-/// 10 ms the milter's runtime thread would be stalled): every [`CHECKPOINT_EVERY`] commits, it asks
-/// the recorder thread to run one instead.
-struct Direct {
-    conn: db::PooledConnection,
-    commits: u32,
-}
-
-impl Direct {
-    fn new(conn: db::PooledConnection) -> Result<Self, rusqlite::Error> {
-        conn.busy_timeout(Duration::ZERO)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        Ok(Self { conn, commits: 0 })
-    }
-
-    /// Inserts and commits the row; `Ok(true)` when a checkpoint is due.
-    fn insert(&mut self, msg: &TrackedMessage) -> Result<bool, rusqlite::Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        insert(&tx, msg)?;
-        tx.commit()?;
-        self.commits += 1;
-        Ok(self.commits % CHECKPOINT_EVERY == 0)
-    }
-}
-
-impl Drop for Direct {
-    /// The connection goes back to the pool with the settings every other one has.
-    fn drop(&mut self) {
-        let _ = self.conn.busy_timeout(db::BUSY_TIMEOUT);
-        let _ = self.conn.pragma_update(None, "wal_autocheckpoint", 1000);
     }
 }
 
@@ -223,8 +142,6 @@ enum Request {
     Insert(TrackedMessage, oneshot::Sender<Result<(), String>>),
     /// Delete the row of this tracking id.
     Forget(String),
-    /// Copy the WAL into the database and let the next write start it over (for [`Direct`]).
-    Checkpoint,
 }
 
 /// Requests handled in one transaction at the most.
@@ -263,45 +180,28 @@ fn spawn_recorder(pool: &Pool) -> Result<mpsc::Sender<Request>, PolicyError> {
 
 fn write(conn: &mut rusqlite::Connection, batch: &[Request]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut checkpoint = false;
     for request in batch {
         match request {
-            Request::Insert(msg, _) => insert(&tx, msg)?,
+            Request::Insert(msg, _) => {
+                tx.prepare_cached(
+                    "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute((
+                    &msg.tracking_id,
+                    &msg.sender,
+                    msg.recipients.join(","),
+                    &msg.subject,
+                    msg.alias_id,
+                ))?;
+            }
             Request::Forget(id) => {
                 tx.prepare_cached("DELETE FROM tracked_messages WHERE message_id = ?1")?
                     .execute([id])?;
             }
-            Request::Checkpoint => checkpoint = true,
         }
     }
-    tx.commit()?;
-    if checkpoint {
-        // RESTART: copies the whole WAL into the database, then waits until no reader uses it, so
-        // that the next write starts the WAL over from its beginning. A PASSIVE one, which would
-        // keep pace with the direct writes, never finds the WAL fully copied at the moment a write
-        // begins, and the WAL file grew by 3.6 KB per message under load. Meanwhile direct writes
-        // find the lock taken and queue here; the milter's thread waits for nothing. A failure
-        // only delays the checkpoint to the next request.
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
-    }
-    Ok(())
-}
-
-fn insert(tx: &rusqlite::Transaction<'_>, msg: &TrackedMessage) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached(
-        "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute((
-        &msg.tracking_id,
-        &msg.sender,
-        msg.recipients.join(","),
-        &msg.subject,
-        msg.alias_id,
-    ))?;
-    Ok(())
+    tx.commit()
 }
 
 /// A fresh tracking id: 128 random bits, base64url without padding (22 characters).
@@ -410,75 +310,6 @@ mod tests {
         assert_eq!(n, 400);
     }
 
-    /// While another process holds the write lock, the row is not written on the caller's thread
-    /// (which must never wait for it) but by the recorder, once the lock is free.
-    #[test]
-    fn a_busy_database_hands_the_row_to_the_recorder() {
-        let (dir, policy) = setup();
-        let alias = policy
-            .tracked_alias(&Address::parse("sales@example.com").unwrap())
-            .unwrap()
-            .unwrap();
-        let msg = |id: &str| TrackedMessage {
-            tracking_id: id.into(),
-            sender: "sales@example.com".into(),
-            recipients: vec!["a@x.test".into()],
-            subject: String::new(),
-            alias_id: alias.id,
-        };
-        assert!(policy.record(msg("direct")).was_direct());
-
-        let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let started = Instant::now();
-        let queued = policy.record(msg("queued"));
-        assert!(!queued.was_direct(), "written past another writer's lock");
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "the caller waited for the lock"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        other.execute_batch("COMMIT").unwrap();
-        queued.wait_blocking().unwrap();
-
-        let conn = policy.pool.get().unwrap();
-        let ids: Vec<String> = conn
-            .prepare("SELECT message_id FROM tracked_messages ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(ids, ["direct", "queued"]);
-    }
-
-    /// The direct connection never checkpoints; the recorder's checkpoints keep the WAL from
-    /// growing with every row (without them: some 4 pages, 16 KB, per row).
-    #[test]
-    fn direct_writes_keep_the_wal_bounded() {
-        let (dir, policy) = setup();
-        let alias = policy
-            .tracked_alias(&Address::parse("sales@example.com").unwrap())
-            .unwrap()
-            .unwrap();
-        let rows = 5 * CHECKPOINT_EVERY as usize;
-        for _ in 0..rows {
-            let msg = TrackedMessage {
-                tracking_id: new_tracking_id(),
-                sender: "sales@example.com".into(),
-                recipients: vec!["a@x.test".into()],
-                subject: "s".into(),
-                alias_id: alias.id,
-            };
-            policy.record(msg).wait_blocking().unwrap();
-        }
-        let wal = std::fs::metadata(dir.path().join("t.db-wal"))
-            .unwrap()
-            .len();
-        let unbounded = rows as u64 * 4 * 4096;
-        assert!(wal < unbounded / 2, "WAL {wal} bytes after {rows} rows");
-    }
-
     #[test]
     fn records_and_forgets() {
         let (_dir, policy) = setup();
@@ -510,20 +341,24 @@ mod tests {
             ("a@x.test,b@y.test", "Grüße")
         );
         policy.forget(&id);
-        // The recorder thread deletes it, soon.
-        let count = || -> i64 {
-            conn.query_row(
+        policy
+            .record(TrackedMessage {
+                tracking_id: new_tracking_id(),
+                sender: "sales@example.com".into(),
+                recipients: vec![],
+                subject: String::new(),
+                alias_id: alias.id,
+            })
+            .wait_blocking()
+            .unwrap(); // committed after the forget, which came first
+        let n: i64 = conn
+            .query_row(
                 "SELECT count(*) FROM tracked_messages WHERE message_id = ?1",
                 [&id],
                 |r| r.get(0),
             )
-            .unwrap()
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while count() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(count(), 0);
+            .unwrap();
+        assert_eq!(n, 0);
         assert_eq!(policy.pixel_base_url().unwrap(), "https://mx.example.com");
     }
 }
