@@ -41,7 +41,8 @@ struct Shared<W> {
 }
 
 impl<W: Write + Send + 'static> BatchedLines<W> {
-    /// Batches lines before `out`; nothing is written until [`flush`](Self::flush) or a warning.
+    /// Batches lines before `out`; nothing is written until [`flush`](Self::flush), a warning or
+    /// [`MAX_BUFFERED`] bytes of lines.
     pub fn new(out: W) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -67,7 +68,7 @@ impl<W: Write + Send + 'static> BatchedLines<W> {
         let on_panic = lines.clone();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            on_panic.flush();
+            on_panic.flush_now();
             previous(info);
         }));
         lines
@@ -75,14 +76,34 @@ impl<W: Write + Send + 'static> BatchedLines<W> {
 
     /// Writes out every gathered line.
     pub fn flush(&self) {
-        let pending = std::mem::take(&mut *lock(&self.shared.buffered));
-        if pending.is_empty() {
-            return;
-        }
+        // `out` first, held while the batch is taken: two flushes at once (the flusher thread and
+        // a warning) then write their batches in the order the lines came in.
         let mut out = lock(&self.shared.out);
-        // Nowhere to report a failed log write; the lines are dropped.
-        let _ = out.write_all(&pending).and_then(|()| out.flush());
+        let pending = std::mem::take(&mut *lock(&self.shared.buffered));
+        write_out(&mut *out, &pending);
     }
+
+    /// [`flush`](Self::flush) for the panic hook: skips the lines rather than wait for a lock, in
+    /// case the panic came from this very thread while it held one.
+    fn flush_now(&self) {
+        let Ok(mut out) = self.shared.out.try_lock() else {
+            return;
+        };
+        let Ok(mut buffered) = self.shared.buffered.try_lock() else {
+            return;
+        };
+        let pending = std::mem::take(&mut *buffered);
+        drop(buffered);
+        write_out(&mut *out, &pending);
+    }
+}
+
+fn write_out(out: &mut impl Write, pending: &[u8]) {
+    if pending.is_empty() {
+        return;
+    }
+    // Nowhere to report a failed log write; the lines are dropped.
+    let _ = out.write_all(pending).and_then(|()| out.flush());
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

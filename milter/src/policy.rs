@@ -165,7 +165,8 @@ fn spawn_recorder(pool: &Pool) -> Result<mpsc::Sender<Request>, PolicyError> {
                 batch.extend(queue.try_iter().take(MAX_BATCH - 1));
                 let result = write(&mut conn, &batch).map_err(|e| e.to_string());
                 if let Err(e) = &result {
-                    tracing::warn!(error = %e, rows = batch.len(), "writing tracked messages failed");
+                    tracing::warn!(error = %e, requests = batch.len(), "writing tracked messages failed");
+                    retry_forgets(&mut conn, &batch);
                 }
                 for request in batch {
                     if let Request::Insert(_, reply) = request {
@@ -176,6 +177,28 @@ fn spawn_recorder(pool: &Pool) -> Result<mpsc::Sender<Request>, PolicyError> {
         })
         .map_err(|e| PolicyError::Record(format!("could not start the recorder thread: {e}")))?;
     Ok(requests)
+}
+
+/// After a failed batch, the forgets in it on their own: a row must not outlive a message that
+/// went out without its pixel. (The inserts failed with the batch; their messages pass untracked.)
+fn retry_forgets(conn: &mut rusqlite::Connection, batch: &[Request]) {
+    let forgets: Vec<Request> = batch
+        .iter()
+        .filter_map(|r| match r {
+            Request::Forget(id) => Some(Request::Forget(id.clone())),
+            Request::Insert(..) => None,
+        })
+        .collect();
+    if forgets.is_empty() {
+        return;
+    }
+    if let Err(e) = write(conn, &forgets) {
+        for request in &forgets {
+            if let Request::Forget(id) = request {
+                tracing::error!(error = %e, tracking_id = id, "could not delete the row of a message sent without its pixel");
+            }
+        }
+    }
 }
 
 fn write(conn: &mut rusqlite::Connection, batch: &[Request]) -> Result<(), rusqlite::Error> {

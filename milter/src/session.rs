@@ -10,7 +10,10 @@
 //! `NOREPLY_HEADER`, `NOREPLY_BODY`, Postfix 2.6 and later), so a tracked message costs two round
 //! trips (MAIL, end of message) instead of one more per recipient, header and 64 KB body chunk.
 //! A DKIM-Signature header or a body over the limit then ends tracking without an answer: the
-//! message state is dropped, the remaining chunks are ignored, and end of message accepts.
+//! message state is dropped, the remaining chunks are ignored, and end of message accepts. (An MTA
+//! that put body data into the end-of-body command itself would wait forever: indymilter hands it
+//! to the body callback, whose NOREPLY answer then also stands for end of message. Postfix always
+//! sends that data as a body chunk of its own first, `milter8_eob` in Postfix's milter8.c.)
 //!
 //! Where the time goes: on a 2-core machine, one thread hand-off costs about as much as the
 //! rewrite of a newsletter. So the MAIL FROM lookup (an indexed read on a WAL database, which
@@ -40,9 +43,11 @@ pub struct Limits {
     pub max_body: usize,
     /// Postfix's `message_size_limit`: a rewritten message must stay below it.
     pub message_size_limit: usize,
-    /// Deadline for each database call (default 2 s).
+    /// Deadline for opening the database and for a row's commit (default 2 s). Reads of an open
+    /// database run inline without one: indexed, on a WAL database, they do not wait for writers.
     pub db_timeout: Duration,
-    /// Deadline for the rewrite of one message (default 10 s).
+    /// Deadline for the rewrite of a message over [`INLINE_REWRITE_MAX`] (default 10 s); smaller
+    /// ones take well under a millisecond and run inline.
     pub rewrite_timeout: Duration,
 }
 
@@ -74,19 +79,22 @@ impl Milter {
     }
 
     /// The policy, opening the database on first use (and again after a failure).
+    ///
+    /// The open (migrations, the pool's connections, the recorder thread) runs without the lock
+    /// held: the runtime thread takes it in [`open_policy`](Self::open_policy) for every MAIL FROM
+    /// and must not wait for an open. Two opens racing each other both finish; the first stored wins.
     fn policy(&self) -> Result<Policy, policy::PolicyError> {
-        let mut guard = self.policy.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = guard.as_ref() {
-            return Ok(p.clone());
+        if let Some(p) = self.open_policy() {
+            return Ok(p);
         }
         if !self.db_path.exists() {
             return Err(policy::PolicyError::Db(mailserver::db::DbError::Sqlite(
                 rusqlite::Error::InvalidPath(self.db_path.clone()),
             )));
         }
-        let p = Policy::open(&self.db_path)?;
-        *guard = Some(p.clone());
-        Ok(p)
+        let opened = Policy::open(&self.db_path)?;
+        let mut guard = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(guard.get_or_insert(opened).clone())
     }
 
     /// The policy, if the database is already open: then its reads are quick enough for the
@@ -143,21 +151,26 @@ impl Milter {
     }
 }
 
-/// Per-message state, only for messages that are candidates for tracking.
 /// One milter connection (Postfix opens one per SMTP session).
 #[derive(Debug, Default)]
 pub struct Connection {
-    /// Postfix does not wait for our answers to RCPT and headers (negotiated `NOREPLY_RCPT` and
-    /// `NOREPLY_HEADER`): two round trips per message instead of one per recipient and header.
-    quiet: bool,
+    /// The stages whose answers the MTA does not wait for: those of [`QUIET`] it offered.
+    quiet: ProtoOpts,
     /// The transaction being tracked, from MAIL FROM to end of message.
     message: Option<Message>,
 }
 
 impl Connection {
-    /// The answer of an RCPT or header callback: `status`, or none where Postfix waits for none.
-    fn answer(&self, status: Status) -> Status {
-        if self.quiet { Status::Noreply } else { status }
+    /// The answer of a callback at the stage `noreply` names (`NOREPLY_RCPT`, `NOREPLY_HEADER` or
+    /// `NOREPLY_BODY`): `status`, or none where the MTA waits for none. It must be none there:
+    /// indymilter would send no ACCEPT anyway, but would take it as the end of the message and
+    /// ignore the body and end of message that follow, and Postfix would wait for an answer.
+    fn answer(&self, noreply: ProtoOpts, status: Status) -> Status {
+        if self.quiet.contains(noreply) {
+            Status::Noreply
+        } else {
+            status
+        }
     }
 }
 
@@ -166,7 +179,7 @@ const QUIET: ProtoOpts = ProtoOpts::NOREPLY_HEADER
     .union(ProtoOpts::NOREPLY_RCPT)
     .union(ProtoOpts::NOREPLY_BODY);
 
-/// Bodies up to this size are rewritten on the runtime thread (well under a millisecond: the
+/// Messages (headers and body) up to this size are rewritten on the runtime thread (well under a millisecond: the
 /// rewrite runs at some 300 MB/s); larger ones on the blocking pool, with the rewrite deadline.
 pub const INLINE_REWRITE_MAX: usize = 256 * 1024;
 
@@ -257,13 +270,13 @@ async fn on_rcpt(cx: &mut Context<Connection>, args: Vec<CString>) -> Status {
     if let (Some(msg), Some(rcpt)) = (conn.message.as_mut(), args.first()) {
         msg.recipients.push(strip_angle(rcpt));
     }
-    conn.answer(Status::Continue)
+    conn.answer(ProtoOpts::NOREPLY_RCPT, Status::Continue)
 }
 
 async fn on_header(cx: &mut Context<Connection>, name: CString, value: CString) -> Status {
     let conn = cx.data.get_or_insert_default();
-    // Where Postfix waits for no answer, the first body chunk answers ACCEPT instead.
-    let done = conn.answer(Status::Accept);
+    // Where Postfix waits for no answer, end of message answers ACCEPT instead.
+    let done = conn.answer(ProtoOpts::NOREPLY_HEADER, Status::Accept);
     let Some(msg) = conn.message.as_mut() else {
         return done;
     };
@@ -283,13 +296,13 @@ async fn on_header(cx: &mut Context<Connection>, name: CString, value: CString) 
             .extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
     }
     msg.headers.extend_from_slice(b"\r\n");
-    conn.answer(Status::Continue)
+    conn.answer(ProtoOpts::NOREPLY_HEADER, Status::Continue)
 }
 
 async fn on_body(milter: Arc<Milter>, cx: &mut Context<Connection>, chunk: Bytes) -> Status {
     let conn = cx.data.get_or_insert_default();
     // Where Postfix waits for no answer, end of message answers ACCEPT instead.
-    let done = conn.answer(Status::Accept);
+    let done = conn.answer(ProtoOpts::NOREPLY_BODY, Status::Accept);
     let Some(msg) = conn.message.as_mut() else {
         return done;
     };
@@ -303,7 +316,7 @@ async fn on_body(milter: Arc<Milter>, cx: &mut Context<Connection>, chunk: Bytes
         return done;
     }
     msg.body.extend_from_slice(&chunk);
-    conn.answer(Status::Continue)
+    conn.answer(ProtoOpts::NOREPLY_BODY, Status::Continue)
 }
 
 async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Connection>) -> Status {
@@ -341,7 +354,7 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Connection>) -> Status 
         subject,
         alias_id,
     };
-    let rewritten = if body.len() <= INLINE_REWRITE_MAX {
+    let rewritten = if headers.len() + body.len() <= INLINE_REWRITE_MAX {
         // A panic here is caught as the blocking pool would catch it; the message passes.
         std::panic::catch_unwind(|| rewrite(&headers, &body, &pixel, limit))
             .unwrap_or_else(|_| Err("the rewrite panicked".into()))
@@ -462,10 +475,8 @@ async fn on_negotiate(
         cx.requested_macros
             .insert(MacroStage::Eom, EOM_MACROS.to_owned());
     }
-    let quiet = mta_opts.contains(QUIET);
-    if quiet {
-        cx.requested_opts |= QUIET;
-    }
+    let quiet = mta_opts & QUIET;
+    cx.requested_opts |= quiet;
     cx.data = Some(Connection {
         quiet,
         message: None,

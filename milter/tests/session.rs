@@ -491,6 +491,71 @@ async fn tracked_html_gets_one_pixel_and_a_row() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A message over `INLINE_REWRITE_MAX` is rewritten on the blocking pool rather than on the
+/// runtime thread, with the same result: one pixel before `</body>`, one row.
+#[tokio::test]
+async fn a_large_message_is_rewritten_off_the_runtime_thread() -> anyhow::Result<()> {
+    let paragraph = "<p>Line of a long newsletter, with enough text to add up.</p>\r\n";
+    let count = session::INLINE_REWRITE_MAX / paragraph.len() + 100;
+    let body = format!(
+        "<html><body>\r\n{}</body></html>\r\n",
+        paragraph.repeat(count)
+    );
+    assert!(body.len() > session::INLINE_REWRITE_MAX);
+
+    let fx = fixture()?;
+    let milter = fx.milter(Limits::default()).await;
+    let mut conn = milter.connect(peer(Some(INTERNET))).await;
+    let msg = Msg {
+        chunk: 65535,
+        ..tracked().with_body(body.as_bytes())
+    };
+    let sent = send(&mut conn, &msg).await;
+    let id = one_pixel(&sent);
+    let text = String::from_utf8(sent.replaced.unwrap())?;
+    let end = body.rfind("</body>").unwrap();
+    let img = text.find(&format!("<img src=\"{PIXEL}{id}\"")).unwrap();
+    assert!(
+        img >= end,
+        "pixel at {img}, before the end of the content at {end}"
+    );
+    assert!(text[..end] == body[..end], "bytes before the pixel changed");
+    assert!(text[img..].ends_with("</body></html>\r\n"));
+    assert_eq!(fx.rows().len(), 1);
+    conn.close().await?;
+    milter.shutdown().await;
+    Ok(())
+}
+
+/// The NOREPLY options are taken one by one: an MTA offering them for RCPT and headers but not
+/// for body chunks gets an answer to each chunk, and none for the others.
+#[tokio::test]
+async fn noreply_options_are_taken_where_offered() -> anyhow::Result<()> {
+    let fx = fixture()?;
+    let milter = fx.milter(Limits::default()).await;
+    let offered = ProtoOpts::all().difference(ProtoOpts::NOREPLY_BODY);
+    let mut conn = TestConnection::configure()
+        .available_opts(offered)
+        .open_tcp(milter.addr)
+        .await?;
+    let opts = conn.negotiated_opts();
+    assert!(opts.contains(ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_HEADER));
+    assert!(!opts.contains(ProtoOpts::NOREPLY_BODY));
+    mail_macros(&mut conn, Some("alice@example.test"), Some(INTERNET)).await;
+    assert_eq!(conn.mail(["<news@example.test>"]).await?, Status::Continue);
+    assert_eq!(conn.rcpt(["<a@x.test>"]).await?, Status::Noreply);
+    for (name, value) in HTML_HEADERS {
+        assert_eq!(conn.header(*name, *value).await?, Status::Noreply);
+    }
+    assert_eq!(conn.body(HTML).await?, Status::Continue);
+    conn.abort().await?;
+    let sent = send(&mut conn, &tracked()).await;
+    one_pixel(&sent);
+    conn.close().await?;
+    milter.shutdown().await;
+    Ok(())
+}
+
 /// An MTA that offers no NOREPLY options and lets the milter choose no macros (Postfix before
 /// 2.6, or another MTA) gets an answer to every callback, sends its own macro lists, and tracking
 /// works the same.
