@@ -257,9 +257,10 @@ part_b() {
     stack milter dkim load "sink check (files html pixel dkim)  status"
   printf '%-31s %2s %7s %7s %7s %7s %5s | %27s |\n' "" "" "s" "msg/s" "s" "" "CPU%" "CPU ms per message"
   local r key round label ingest inrate total rate busy stack mcpu dcpu lcpu check status cpu
-  declare -A BEST CPU
+  declare -A BEST CPU RATE
   for r in "${RESULTS[@]}"; do
     IFS='|' read -r key round label ingest inrate total rate busy stack mcpu dcpu lcpu check status <<<"$r"
+    RATE[$key.$round]=$rate
     awk -v a="$rate" -v b="${BEST[$key]:-0}" 'BEGIN { exit !(a > b) }' && BEST[$key]=$rate
     cpu=$(calc %.2f "$stack + $lcpu")
     awk -v a="$cpu" -v b="${CPU[$key]:-1e9}" 'BEGIN { exit !(a < b) }' && CPU[$key]=$cpu
@@ -275,6 +276,16 @@ reached smtp-sink, had an HTML part, exactly one pixel in the decoded HTML, exac
 TXT
   echo
   if [ "$ROUNDS" -gt 1 ]; then echo "ratios of the best msg/s of each configuration over the $ROUNDS rounds:"; fi
+  # The same ratio within each round, whose configurations ran minutes apart rather than up to
+  # ROUNDS x 75 s: steadier where the machine's speed drifts. Median over the rounds.
+  paired() {
+    local n rd list=() median
+    [ -n "${BEST[$2]:-}" ] && [ -n "${BEST[$3]:-}" ] || return 0
+    for rd in $(seq "$ROUNDS"); do list+=("$(calc %.2f "${RATE[$2.$rd]} / ${RATE[$3.$rd]}")"); done
+    median=$(printf '%s\n' "${list[@]}" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    n=${#list[@]}
+    printf '%-33s = %5s   (median of the %s rounds'"'"' own ratios: %s)\n' "$1" "$median" "$n" "${list[*]}"
+  }
   ratio() {
     [ -n "${BEST[$2]:-}" ] && [ -n "${BEST[$3]:-}" ] || return 0 # a configuration left out by CONFIGS
     printf '%-33s = %5s   (%s; from CPU ms per message (stack + load, lowest): %s)\n' "$1" \
@@ -284,6 +295,11 @@ TXT
   ratio "ours+OpenDKIM / old pipe design" ours pipe "goal >= 3"
   ratio "OpenDKIM alone / no milter" dkim none "reference: the cost of DKIM signing"
   ratio "OpenDKIM alone / old pipe design" dkim pipe "reference: the bound of the 2nd ratio, a milter costing nothing"
+  if [ "$ROUNDS" -gt 1 ]; then
+    echo "the same, paired within each round:"
+    paired "ours+OpenDKIM / OpenDKIM alone" ours dkim
+    paired "ours+OpenDKIM / old pipe design" ours pipe
+  fi
   echo "On a machine whose CPUs are saturated (busy ~100), msg/s follows CPU per message, so the second number is the"
   echo "steadier estimate when other work competes for the CPUs."
   if [ ${#PROFILES[@]} -gt 0 ]; then
