@@ -68,7 +68,7 @@ impl<W: Write + Send + 'static> BatchedLines<W> {
         let on_panic = lines.clone();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            on_panic.flush_now();
+            on_panic.try_flush();
             previous(info);
         }));
         lines
@@ -85,7 +85,7 @@ impl<W: Write + Send + 'static> BatchedLines<W> {
 
     /// [`flush`](Self::flush) for the panic hook: skips the lines rather than wait for a lock, in
     /// case the panic came from this very thread while it held one.
-    fn flush_now(&self) {
+    fn try_flush(&self) {
         let Ok(mut out) = self.shared.out.try_lock() else {
             return;
         };

@@ -121,18 +121,20 @@ pub struct Committed(oneshot::Receiver<Result<(), String>>);
 
 impl Committed {
     pub async fn wait(self) -> Result<(), PolicyError> {
-        match self.0.await {
-            Ok(result) => result.map_err(PolicyError::Record),
-            Err(_) => Err(PolicyError::Record("the recorder thread stopped".into())),
-        }
+        Self::outcome(self.0.await)
     }
 
     /// For callers outside the runtime (tests).
     pub fn wait_blocking(self) -> Result<(), PolicyError> {
-        match self.0.blocking_recv() {
-            Ok(result) => result.map_err(PolicyError::Record),
-            Err(_) => Err(PolicyError::Record("the recorder thread stopped".into())),
-        }
+        Self::outcome(self.0.blocking_recv())
+    }
+
+    fn outcome(
+        answer: Result<Result<(), String>, oneshot::error::RecvError>,
+    ) -> Result<(), PolicyError> {
+        answer
+            .map_err(|_| PolicyError::Record("the recorder thread stopped".into()))?
+            .map_err(PolicyError::Record)
     }
 }
 
@@ -182,23 +184,35 @@ fn spawn_recorder(pool: &Pool) -> Result<mpsc::Sender<Request>, PolicyError> {
 /// After a failed batch, the forgets in it on their own: a row must not outlive a message that
 /// went out without its pixel. (The inserts failed with the batch; their messages pass untracked.)
 fn retry_forgets(conn: &mut rusqlite::Connection, batch: &[Request]) {
-    let forgets: Vec<Request> = batch
+    let ids: Vec<&str> = batch
         .iter()
         .filter_map(|r| match r {
-            Request::Forget(id) => Some(Request::Forget(id.clone())),
+            Request::Forget(id) => Some(id.as_str()),
             Request::Insert(..) => None,
         })
         .collect();
-    if forgets.is_empty() {
+    if ids.is_empty() {
         return;
     }
-    if let Err(e) = write(conn, &forgets) {
-        for request in &forgets {
-            if let Request::Forget(id) = request {
-                tracing::error!(error = %e, tracking_id = id, "could not delete the row of a message sent without its pixel");
+    let deleted = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .and_then(|tx| {
+            for id in &ids {
+                delete(&tx, id)?;
             }
+            tx.commit()
+        });
+    if let Err(e) = deleted {
+        for id in ids {
+            tracing::error!(error = %e, tracking_id = id, "could not delete the row of a message sent without its pixel");
         }
     }
+}
+
+fn delete(tx: &rusqlite::Transaction<'_>, tracking_id: &str) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached("DELETE FROM tracked_messages WHERE message_id = ?1")?
+        .execute([tracking_id])?;
+    Ok(())
 }
 
 fn write(conn: &mut rusqlite::Connection, batch: &[Request]) -> Result<(), rusqlite::Error> {
@@ -218,10 +232,7 @@ fn write(conn: &mut rusqlite::Connection, batch: &[Request]) -> Result<(), rusql
                     msg.alias_id,
                 ))?;
             }
-            Request::Forget(id) => {
-                tx.prepare_cached("DELETE FROM tracked_messages WHERE message_id = ?1")?
-                    .execute([id])?;
-            }
+            Request::Forget(id) => delete(&tx, id)?,
         }
     }
     tx.commit()

@@ -179,8 +179,9 @@ const QUIET: ProtoOpts = ProtoOpts::NOREPLY_HEADER
     .union(ProtoOpts::NOREPLY_RCPT)
     .union(ProtoOpts::NOREPLY_BODY);
 
-/// Messages (headers and body) up to this size are rewritten on the runtime thread (well under a millisecond: the
-/// rewrite runs at some 300 MB/s); larger ones on the blocking pool, with the rewrite deadline.
+/// Messages (headers and body) up to this size are rewritten on the runtime thread (well under a
+/// millisecond: the rewrite runs at some 300 MB/s); larger ones on the blocking pool, with the
+/// rewrite deadline.
 pub const INLINE_REWRITE_MAX: usize = 256 * 1024;
 
 #[derive(Debug, Default)]
@@ -356,10 +357,11 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Connection>) -> Status 
     };
     let rewritten = if headers.len() + body.len() <= INLINE_REWRITE_MAX {
         // A panic here is caught as the blocking pool would catch it; the message passes.
-        std::panic::catch_unwind(|| rewrite(&headers, &body, &pixel, limit))
+        std::panic::catch_unwind(|| rewrite_body(&headers, &body, &pixel, limit))
             .unwrap_or_else(|_| Err("the rewrite panicked".into()))
     } else {
-        let task = tokio::task::spawn_blocking(move || rewrite(&headers, &body, &pixel, limit));
+        let task =
+            tokio::task::spawn_blocking(move || rewrite_body(&headers, &body, &pixel, limit));
         match tokio::time::timeout(milter.limits.rewrite_timeout, task).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(format!("the rewrite panicked: {e}")),
@@ -415,7 +417,12 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Connection>) -> Status 
 }
 
 /// The rewrite of one body, and whether the result still fits under `limit`.
-fn rewrite(headers: &[u8], body: &[u8], pixel: &PixelUrl, limit: usize) -> Result<Rewrite, String> {
+fn rewrite_body(
+    headers: &[u8],
+    body: &[u8],
+    pixel: &PixelUrl,
+    limit: usize,
+) -> Result<Rewrite, String> {
     match rewrite::inject_body(headers, body, pixel) {
         Ok(Outcome::Rewritten(new_body)) if headers.len() + new_body.len() > limit => {
             Ok(Rewrite::TooLarge)
