@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_totp_replay.sql",
         include_str!("../sql/0002_totp_replay.sql"),
     ),
+    (
+        "0003_tracking_names.sql",
+        include_str!("../sql/0003_tracking_names.sql"),
+    ),
 ];
 
 #[derive(Debug, Error)]

@@ -20,3 +20,4 @@ pub mod settings;
 pub mod store;
 pub mod system;
 pub mod tls;
+pub mod tracking;

@@ -14,6 +14,7 @@ use rusqlite::Connection;
 use thiserror::Error;
 
 use crate::names::{Hostname, NameError};
+use crate::tracking::BaseUrl;
 
 #[derive(Debug, Error)]
 pub enum SettingsError {
@@ -27,6 +28,11 @@ pub enum SettingsError {
         key: &'static str,
         value: String,
         why: &'static str,
+    },
+    #[error("{key}: {source}")]
+    Url {
+        key: &'static str,
+        source: crate::tracking::TrackingError,
     },
     #[error("the server is not initialised yet: run `mailserver init` first")]
     NotInitialised,
@@ -201,38 +207,6 @@ impl Relayhost {
     }
 }
 
-/// An http(s) base URL without whitespace, quotes or query: `https://mail.example.com`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseUrl(String);
-
-impl BaseUrl {
-    pub fn parse(s: &str) -> Result<Self, SettingsError> {
-        let t = s.trim().trim_end_matches('/');
-        let rest = t
-            .strip_prefix("https://")
-            .or_else(|| t.strip_prefix("http://"));
-        let ok = rest.is_some_and(|r| {
-            !r.is_empty()
-                && r.chars().all(|c| {
-                    c.is_ascii_alphanumeric()
-                        || matches!(c, '.' | '-' | ':' | '/' | '_' | '[' | ']')
-                })
-        });
-        if ok {
-            Ok(Self(t.to_string()))
-        } else {
-            Err(SettingsError::Invalid {
-                key: "PIXEL_BASE_URL",
-                value: s.to_string(),
-                why: "expected http(s)://host[:port][/path]",
-            })
-        }
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// Everything about the server that is not in the domain/account/alias tables.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -334,9 +308,13 @@ impl Settings {
                 }
             })?;
         let pixel_base_url = match map.get("PIXEL_BASE_URL").map(|s| s.trim()) {
-            Some(v) if !v.is_empty() => BaseUrl::parse(v)?,
-            _ => BaseUrl::parse(&format!("https://{hostname}"))?,
-        };
+            Some(v) if !v.is_empty() => BaseUrl::parse(v),
+            _ => BaseUrl::parse(&format!("https://{hostname}")),
+        }
+        .map_err(|source| SettingsError::Url {
+            key: "PIXEL_BASE_URL",
+            source,
+        })?;
         let bin_dir = match map.get("BIN_DIR").map(|s| s.trim()) {
             Some(v) if !v.is_empty() => safe_path("BIN_DIR", v)?,
             _ => PathBuf::from("/usr/local/bin"),

@@ -6,7 +6,10 @@
 pub mod accounts;
 pub mod admins;
 pub mod aliases;
+pub mod batch_writer;
 pub mod domains;
+pub mod overview;
+pub mod tracking;
 
 use rusqlite::Connection;
 use thiserror::Error;

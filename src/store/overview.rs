@@ -1,0 +1,1 @@
+//! Counts for the dashboard's overview.
