@@ -146,6 +146,103 @@ mod tests {
         ));
     }
 
+    /// Applies the migrations up to `version` only, as an older program would have.
+    fn migrate_to(conn: &mut Connection, version: usize) {
+        for (i, (_, sql)) in MIGRATIONS[..version].iter().enumerate() {
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+    }
+
+    /// 0003 renames the tracking columns: every row, index and the foreign key survive.
+    #[test]
+    fn tracking_columns_are_renamed_with_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        migrate_to(&mut conn, 2);
+        conn.execute_batch(
+            "INSERT INTO domains (domain) VALUES ('example.com');
+             INSERT INTO aliases (domain_id, source, destination, tracking_enabled)
+                 VALUES (1, 'news@example.com', 'a@example.com', 1);
+             INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id, created_at)
+                 VALUES ('VQx3An5C4mtsOVsTUQiGHQ', 'news@example.com', 'x@a.test,y@b.test', 'Hi', 1,
+                         '2024-05-01 10:00:00'),
+                        ('TrackingIdForTestsAAAA', 'news@example.com', 'z@c.test', '', 1,
+                         '2024-05-02 10:00:00');
+             INSERT INTO pixel_opens (message_id, client_ip, user_agent, opened_at)
+                 VALUES ('VQx3An5C4mtsOVsTUQiGHQ', '192.0.2.1', 'UA 1', '2024-05-01 11:00:00'),
+                        ('VQx3An5C4mtsOVsTUQiGHQ', '192.0.2.2', 'UA 2', '2024-05-01 12:00:00'),
+                        ('TrackingIdForTestsAAAA', '192.0.2.3', 'UA 3', '2024-05-03 09:00:00');",
+        )
+        .unwrap();
+        drop(conn);
+        let pool = open(&path, 1).unwrap();
+        let conn = pool.get().unwrap();
+        let messages: Vec<(String, String, String)> = conn
+            .prepare("SELECT tracking_id, recipients, created_at FROM tracked_messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            messages,
+            [
+                (
+                    "VQx3An5C4mtsOVsTUQiGHQ".to_string(),
+                    "x@a.test,y@b.test".to_string(),
+                    "2024-05-01 10:00:00".to_string()
+                ),
+                (
+                    "TrackingIdForTestsAAAA".to_string(),
+                    "z@c.test".to_string(),
+                    "2024-05-02 10:00:00".to_string()
+                ),
+            ]
+        );
+        let opens: Vec<(String, String, String)> = conn
+            .prepare("SELECT tracking_id, client_ip, user_agent FROM pixel_opens ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(opens.len(), 3);
+        assert_eq!(opens[2].0, "TrackingIdForTestsAAAA");
+        assert_eq!(opens[1].2, "UA 2");
+        // The indexes follow the renamed columns.
+        let index_sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'pixel_opens_message'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(index_sql.contains("tracking_id"), "{index_sql}");
+        // The foreign key still cascades, and still refuses opens of unknown ids.
+        assert!(
+            conn.execute(
+                "INSERT INTO pixel_opens (tracking_id) VALUES ('AAAAAAAAAAAAAAAAAAAAAA')",
+                []
+            )
+            .is_err()
+        );
+        conn.execute(
+            "DELETE FROM tracked_messages WHERE tracking_id = 'VQx3An5C4mtsOVsTUQiGHQ'",
+            [],
+        )
+        .unwrap();
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM pixel_opens", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 1);
+    }
+
     #[test]
     fn constraints_hold() {
         let dir = tempfile::tempdir().unwrap();

@@ -28,7 +28,9 @@ const MAX_BASE_URL: usize = 256;
 pub enum TrackingError {
     #[error("a tracking id is {ID_LEN} characters of base64url (A-Z a-z 0-9 - _) for 128 bits")]
     BadId,
-    #[error("expected http(s)://host[:port][/path] of letters, digits and . - : / _ [ ] (got {0:?})")]
+    #[error(
+        "expected http(s)://host[:port][/path] of letters, digits and . - : / _ [ ] (got {0:?})"
+    )]
     BadBaseUrl(String),
     #[error("the base URL is longer than {MAX_BASE_URL} characters")]
     BaseUrlTooLong,
@@ -173,7 +175,11 @@ mod tests {
 
     #[test]
     fn ids() {
-        for ok in ["VQx3An5C4mtsOVsTUQiGHQ", "TrackingIdForTestsAAAA", "-_-_-_-_-_-_-_-_-_-_-w"] {
+        for ok in [
+            "VQx3An5C4mtsOVsTUQiGHQ",
+            "TrackingIdForTestsAAAA",
+            "-_-_-_-_-_-_-_-_-_-_-w",
+        ] {
             assert!(TrackingId::parse(ok).is_ok(), "{ok}");
         }
         for bad in [

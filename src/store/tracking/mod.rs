@@ -1,4 +1,411 @@
-//! The tracking tables: `tracked_messages` (one row per message that really got a pixel) and
-//! `pixel_opens` (one row per fetch of a known pixel).
+//! The tracking tables: `tracked_messages`, one row per message that really went out with a pixel,
+//! and `pixel_opens`, one row per fetch of a known pixel.
+//!
+//! Who touches them: the milter looks up tracked aliases ([`tracked_alias`]) and appends or removes
+//! messages through a [`MessageRecorder`]; the dashboard's pixel endpoint appends opens through an
+//! [`OpenRecorder`]; the dashboard's pages read them ([`report`]). Both recorders are
+//! [`BatchWriter`]s: one thread each, committing what queued up in one transaction, so neither a
+//! milter session nor a pixel response ever waits for SQLite's write lock.
 
 pub mod report;
+
+use rusqlite::{Connection, OptionalExtension as _, Transaction};
+use thiserror::Error;
+
+use super::StoreError;
+use super::batch_writer::{Batch, BatchWriter, WriterConfig, WriterError, WriterThread};
+use crate::db::Pool;
+use crate::names::Address;
+use crate::tracking::TrackingId;
+
+/// The id of the tracked alias a message was sent as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackedAliasId(pub i64);
+
+/// The active, tracking-enabled alias `sender` is, on an active domain; `None` for anything else.
+pub fn tracked_alias(
+    conn: &Connection,
+    sender: &Address,
+) -> Result<Option<TrackedAliasId>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.id FROM aliases a JOIN domains d ON d.id = a.domain_id
+         WHERE a.source = ?1 AND a.active = 1 AND a.tracking_enabled = 1 AND d.active = 1",
+    )?;
+    Ok(stmt
+        .query_row([sender.as_str()], |r| r.get(0))
+        .optional()?
+        .map(TrackedAliasId))
+}
+
+/// What is stored for a message that got a pixel.
+#[derive(Debug, Clone)]
+pub struct TrackedMessage {
+    pub tracking_id: TrackingId,
+    pub sender: String,
+    /// Every envelope recipient of the message.
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub alias: TrackedAliasId,
+}
+
+fn insert_message(tx: &Transaction<'_>, msg: &TrackedMessage) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO tracked_messages (tracking_id, sender, recipients, subject, alias_id)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute((
+        msg.tracking_id.as_str(),
+        &msg.sender,
+        msg.recipients.join(","),
+        &msg.subject,
+        msg.alias.0,
+    ))?;
+    Ok(())
+}
+
+fn delete_message(conn: &Connection, tracking_id: &TrackingId) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM tracked_messages WHERE tracking_id = ?1")?
+        .execute([tracking_id.as_str()])?;
+    Ok(())
+}
+
+/// Why a message's row was not committed. The milter then sends the message without its pixel.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RecordError {
+    #[error("writing tracked messages failed: {0}")]
+    Write(String),
+    #[error("the tracked-message writer is overloaded or has stopped")]
+    Refused,
+}
+
+/// Called once the row of a recorded message is committed, or not.
+pub type OnCommit = Box<dyn FnOnce(Result<(), RecordError>) + Send>;
+
+/// What the message recorder is asked to do, in order.
+pub enum MessageRequest {
+    /// Insert the row; say on the callback whether it was committed.
+    Insert(TrackedMessage, OnCommit),
+    /// Delete the row of this id (its message went out without the pixel after all).
+    Forget(TrackingId),
+}
+
+/// Appends and removes `tracked_messages` rows for the milter.
+#[derive(Clone)]
+pub struct MessageRecorder(BatchWriter<MessageRequest>);
+
+impl MessageRecorder {
+    /// Messages that may wait for their commit. Each waits for at most the milter's database
+    /// deadline, so this only bounds a stalled database.
+    const QUEUE: usize = 64 * 1024;
+
+    pub fn start(pool: &Pool) -> Result<(Self, WriterThread), WriterError> {
+        let config = WriterConfig {
+            name: "tracked-messages",
+            queue: Self::QUEUE,
+            max_batch: 256,
+            // A message waits for its row: no retry, the message passes untracked instead.
+            attempts: 1,
+            cache_kib: None,
+        };
+        let (writer, thread) = BatchWriter::start(pool, config, MessageBatch)?;
+        Ok((Self(writer), thread))
+    }
+
+    /// Queues the message's row; `on_commit` is told once it is committed, or why not (at once when
+    /// the queue is full).
+    pub fn record(
+        &self,
+        msg: TrackedMessage,
+        on_commit: impl FnOnce(Result<(), RecordError>) + Send + 'static,
+    ) {
+        if let Err(MessageRequest::Insert(_, on_commit)) = self
+            .0
+            .send(MessageRequest::Insert(msg, Box::new(on_commit)))
+        {
+            on_commit(Err(RecordError::Refused));
+        }
+    }
+
+    /// Undoes [`record`](Self::record) when the body could not be replaced after all. Queued behind
+    /// the insert it undoes; nobody waits for it.
+    pub fn forget(&self, tracking_id: TrackingId) {
+        if let Err(MessageRequest::Forget(id)) = self.0.send(MessageRequest::Forget(tracking_id)) {
+            tracing::error!(tracking_id = %id, "the tracked-message writer refused a removal; the row stays");
+        }
+    }
+}
+
+struct MessageBatch;
+
+impl Batch for MessageBatch {
+    type Item = MessageRequest;
+
+    fn write(&mut self, tx: &Transaction<'_>, items: &[MessageRequest]) -> rusqlite::Result<()> {
+        for request in items {
+            match request {
+                MessageRequest::Insert(msg, _) => insert_message(tx, msg)?,
+                MessageRequest::Forget(id) => delete_message(tx, id)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells each insert's caller; after a failed batch, retries its removals on their own: a row
+    /// must not outlive a message that went out without its pixel. (The inserts failed with the
+    /// batch; their messages pass untracked.)
+    fn finish(
+        &mut self,
+        conn: &mut Connection,
+        items: Vec<MessageRequest>,
+        result: Result<(), &rusqlite::Error>,
+    ) {
+        let outcome = result.map_err(|e| RecordError::Write(e.to_string()));
+        let mut forgets = Vec::new();
+        for request in items {
+            match request {
+                MessageRequest::Insert(_, on_commit) => on_commit(outcome.clone()),
+                MessageRequest::Forget(id) => forgets.push(id),
+            }
+        }
+        if outcome.is_err() && !forgets.is_empty() {
+            let deleted = conn.transaction().and_then(|tx| {
+                for id in &forgets {
+                    delete_message(&tx, id)?;
+                }
+                tx.commit()
+            });
+            if let Err(e) = deleted {
+                for id in forgets {
+                    tracing::error!(error = %e, tracking_id = %id, "could not delete the row of a message sent without its pixel");
+                }
+            }
+        }
+    }
+}
+
+/// One fetch of a pixel.
+#[derive(Debug, Clone)]
+pub struct Open {
+    pub tracking_id: TrackingId,
+    /// The client's address as text; empty when unknown.
+    pub client_ip: String,
+    pub user_agent: String,
+    /// Seconds since the Unix epoch.
+    pub unix_time: i64,
+}
+
+/// Appends `pixel_opens` rows for the pixel endpoint; opens of unknown ids are not stored.
+#[derive(Clone)]
+pub struct OpenRecorder(BatchWriter<Open>);
+
+impl OpenRecorder {
+    pub fn start(pool: &Pool) -> Result<(Self, WriterThread), WriterError> {
+        let config = WriterConfig {
+            name: "pixel-opens",
+            // Only absorbs bursts: the writer keeps up with tens of thousands of opens a second.
+            queue: 1 << 20,
+            max_batch: 8192,
+            attempts: 5,
+            // The pixel_opens index is written all over: a small cache would read and write the
+            // same pages again for every batch.
+            cache_kib: Some(64 * 1024),
+        };
+        let (writer, thread) = BatchWriter::start(pool, config, OpenBatch)?;
+        Ok((Self(writer), thread))
+    }
+
+    /// Queues the open; when the queue is full it is dropped (counted and logged by the writer).
+    pub fn record(&self, open: Open) {
+        let _ = self.0.send(open);
+    }
+}
+
+struct OpenBatch;
+
+impl Batch for OpenBatch {
+    type Item = Open;
+
+    fn write(&mut self, tx: &Transaction<'_>, opens: &[Open]) -> rusqlite::Result<()> {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO pixel_opens (tracking_id, client_ip, user_agent, opened_at)
+             SELECT ?1, ?2, ?3, datetime(?4, 'unixepoch')
+             WHERE EXISTS (SELECT 1 FROM tracked_messages WHERE tracking_id = ?1)",
+        )?;
+        for o in opens {
+            insert.execute((
+                o.tracking_id.as_str(),
+                &o.client_ip,
+                &o.user_agent,
+                o.unix_time,
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{AliasSource, Destinations, Domain};
+    use crate::store;
+    use std::sync::mpsc;
+
+    fn setup() -> (tempfile::TempDir, Pool) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::open(&dir.path().join("t.db"), 4).unwrap();
+        let conn = pool.get().unwrap();
+        let defaults = [("HOSTNAME".to_string(), "mx.example.com".to_string())].into();
+        crate::settings::Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
+        store::domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
+        let dest = Destinations::parse("alice@example.com").unwrap();
+        for (source, tracking) in [("sales@example.com", true), ("plain@example.com", false)] {
+            store::aliases::add(&conn, &AliasSource::parse(source).unwrap(), &dest, tracking)
+                .unwrap();
+        }
+        (dir, pool)
+    }
+
+    fn message(alias: TrackedAliasId) -> TrackedMessage {
+        TrackedMessage {
+            tracking_id: TrackingId::generate(),
+            sender: "sales@example.com".into(),
+            recipients: vec!["a@x.test".into(), "b@y.test".into()],
+            subject: "Grüße".into(),
+            alias,
+        }
+    }
+
+    fn record_and_wait(recorder: &MessageRecorder, msg: TrackedMessage) -> Result<(), RecordError> {
+        let (tx, rx) = mpsc::channel();
+        recorder.record(msg, move |r| tx.send(r).unwrap());
+        rx.recv().unwrap()
+    }
+
+    fn count(conn: &Connection, sql: &str, id: &TrackingId) -> i64 {
+        conn.query_row(sql, [id.as_str()], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn only_active_tracked_aliases_on_active_domains() {
+        let (_dir, pool) = setup();
+        let conn = pool.get().unwrap();
+        let sales = Address::parse("sales@example.com").unwrap();
+        assert!(tracked_alias(&conn, &sales).unwrap().is_some());
+        for other in ["plain@example.com", "nobody@example.com"] {
+            let a = Address::parse(other).unwrap();
+            assert!(tracked_alias(&conn, &a).unwrap().is_none(), "{other}");
+        }
+        let domain = Domain::parse("example.com").unwrap();
+        store::domains::set_active(&conn, &domain, false).unwrap();
+        assert!(tracked_alias(&conn, &sales).unwrap().is_none());
+        store::domains::set_active(&conn, &domain, true).unwrap();
+        let source = AliasSource::parse("sales@example.com").unwrap();
+        store::aliases::set_active(&conn, &source, false).unwrap();
+        assert!(tracked_alias(&conn, &sales).unwrap().is_none());
+    }
+
+    #[test]
+    fn records_forgets_and_counts_opens_of_known_ids_only() {
+        let (_dir, pool) = setup();
+        let conn = pool.get().unwrap();
+        let alias = tracked_alias(&conn, &Address::parse("sales@example.com").unwrap())
+            .unwrap()
+            .unwrap();
+        let (recorder, messages) = MessageRecorder::start(&pool).unwrap();
+        let kept = message(alias);
+        let forgotten = message(alias);
+        record_and_wait(&recorder, kept.clone()).unwrap();
+        record_and_wait(&recorder, forgotten.clone()).unwrap();
+        recorder.forget(forgotten.tracking_id.clone());
+        let (recipients, subject): (String, String) = conn
+            .query_row(
+                "SELECT recipients, subject FROM tracked_messages WHERE tracking_id = ?1",
+                [kept.tracking_id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (recipients.as_str(), subject.as_str()),
+            ("a@x.test,b@y.test", "Grüße")
+        );
+
+        let (opens, opens_thread) = OpenRecorder::start(&pool).unwrap();
+        let unknown = TrackingId::generate();
+        for id in [&kept.tracking_id, &kept.tracking_id, &unknown] {
+            opens.record(Open {
+                tracking_id: id.clone(),
+                client_ip: "192.0.2.1".into(),
+                user_agent: "Mozilla/5.0".into(),
+                unix_time: 1_700_000_000,
+            });
+        }
+        drop((recorder, opens));
+        messages.join();
+        opens_thread.join();
+        let by_id = "SELECT count(*) FROM tracked_messages WHERE tracking_id = ?1";
+        assert_eq!(count(&conn, by_id, &forgotten.tracking_id), 0);
+        assert_eq!(count(&conn, by_id, &kept.tracking_id), 1);
+        let opens_of = "SELECT count(*) FROM pixel_opens WHERE tracking_id = ?1";
+        assert_eq!(count(&conn, opens_of, &kept.tracking_id), 2);
+        assert_eq!(count(&conn, opens_of, &unknown), 0);
+        let at: String = conn
+            .query_row("SELECT min(opened_at) FROM pixel_opens", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(at, "2023-11-14 22:13:20");
+    }
+
+    /// Rows recorded from many threads at once are all committed, each caller told of its own.
+    #[test]
+    fn concurrent_records_are_all_committed() {
+        let (_dir, pool) = setup();
+        let alias = TrackedAliasId(1);
+        let (recorder, _thread) = MessageRecorder::start(&pool).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let recorder = recorder.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        record_and_wait(&recorder, message(alias)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n: i64 = pool
+            .get()
+            .unwrap()
+            .query_row("SELECT count(*) FROM tracked_messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 400);
+    }
+
+    /// A batch that fails tells its callers, and the removals in it still happen.
+    #[test]
+    fn a_failed_insert_is_reported_and_removals_still_happen() {
+        let (_dir, pool) = setup();
+        let alias = TrackedAliasId(1);
+        let (recorder, thread) = MessageRecorder::start(&pool).unwrap();
+        let first = message(alias);
+        record_and_wait(&recorder, first.clone()).unwrap();
+        // Stall the writer so the next three requests land in one batch.
+        let blocker = pool.get().unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stall = message(alias);
+        let tx2 = tx.clone();
+        recorder.record(stall, move |r| tx2.send(r).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        recorder.record(first.clone(), move |r| tx.send(r).unwrap()); // duplicate id: fails
+        recorder.forget(first.tracking_id.clone());
+        blocker.execute_batch("ROLLBACK").unwrap();
+        let _ = rx.recv().unwrap(); // the stalled one: committed after the rollback, or timed out
+        assert!(matches!(rx.recv().unwrap(), Err(RecordError::Write(_))));
+        drop(recorder);
+        thread.join();
+        let conn = pool.get().unwrap();
+        let by_id = "SELECT count(*) FROM tracked_messages WHERE tracking_id = ?1";
+        assert_eq!(count(&conn, by_id, &first.tracking_id), 0);
+    }
+}
