@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use lol_html::html_content::ContentType;
 use lol_html::{AsciiCompatibleEncoding, HtmlRewriter, Settings, element, end_tag};
-use mailserver_milter::rewrite::{Outcome, PixelUrl, inject_message};
+use mailserver::tracking::{BaseUrl, TrackingId, pixel_url};
+use mailserver_milter::rewrite::{Outcome, inject_message};
 
 const MB: f64 = 1_000_000.0;
 const CHUNK: usize = 64 * 1024;
-const PIXEL: &str = "https://mx.example.test/pixel?id=AAAAAAAAAAAAAAAAAAAAAA";
+const BASE_URL: &str = "https://mx.example.test";
+const TRACKING_ID: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 
 /// xorshift64*: deterministic, so every run benchmarks the same bytes.
 struct Rng(u64);
@@ -397,13 +399,11 @@ fn main() {
     }
     let size_mb: f64 = env_num("BENCH_MB", 10.0);
     let iters: usize = env_num("BENCH_ITERS", 7).max(1);
-    let pixel = match PixelUrl::parse(PIXEL) {
-        Ok(p) => p,
-        Err(e) => panic!("bad pixel URL: {e}"),
+    let pixel = match (BaseUrl::parse(BASE_URL), TrackingId::parse(TRACKING_ID)) {
+        (Ok(base), Ok(id)) => pixel_url(&base, &id),
+        _ => panic!("bad pixel URL"),
     };
-    let tag = format!(
-        "<img src=\"{PIXEL}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none;border:0;width:1px;height:1px\">"
-    );
+    let tag = pixel.img_tag();
     let html = make_html((size_mb * MB) as usize, 0xC0FF_EE00);
     println!(
         "rewrite bench: {:.1} MB of HTML (non-ASCII: {} chars), median of {iters} runs each; MB = 10^6 bytes",

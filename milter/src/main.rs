@@ -13,9 +13,10 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
+use mailserver::tracking::{BaseUrl, TrackingId, pixel_url};
 use mailserver_milter::listener::{Buffered, ListenAddr, LowLatencyTcpListener};
 use mailserver_milter::log::BatchedLines;
-use mailserver_milter::rewrite::{self, Outcome, PixelUrl};
+use mailserver_milter::rewrite::{self, Outcome};
 use mailserver_milter::session::{self, Limits};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -148,9 +149,11 @@ fn inject(mut args: impl Iterator<Item = String>) -> Result<()> {
         }
     }
     let base = base.with_context(|| format!("inject needs --base-url\n{USAGE}"))?;
-    let id = id.unwrap_or_else(mailserver_milter::policy::new_tracking_id);
-    let pixel = PixelUrl::parse(&format!("{}/pixel?id={id}", base.trim_end_matches('/')))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = match id {
+        Some(id) => TrackingId::parse(&id).context("--id")?,
+        None => TrackingId::generate(),
+    };
+    let pixel = pixel_url(&BaseUrl::parse(&base).context("--base-url")?, &id);
     let mut input = Vec::new();
     std::io::stdin()
         .lock()

@@ -33,8 +33,11 @@ use indymilter::{
 };
 use mailserver::names::Address;
 
+use mailserver::store::tracking::TrackedAliasId;
+use mailserver::tracking::{BaseUrl, PixelUrl, TrackingId, pixel_url};
+
 use crate::policy::{self, Policy, TrackedMessage};
-use crate::rewrite::{self, Outcome, PixelUrl};
+use crate::rewrite::{self, Outcome};
 
 /// Tunables, with their defaults.
 #[derive(Debug, Clone)]
@@ -81,14 +84,14 @@ impl Milter {
     /// The policy, opening the database on first use (and again after a failure).
     ///
     /// The open (migrations, the pool's connections, the recorder thread) runs without the lock
-    /// held: the runtime thread takes it in [`open_policy`](Self::open_policy) for every MAIL FROM
+    /// held: the runtime thread takes it in [`policy_if_open`](Self::policy_if_open) for every MAIL FROM
     /// and must not wait for an open. Two opens racing each other both finish; the first stored wins.
     fn policy(&self) -> Result<Policy, policy::PolicyError> {
-        if let Some(p) = self.open_policy() {
+        if let Some(p) = self.policy_if_open() {
             return Ok(p);
         }
         if !self.db_path.exists() {
-            return Err(policy::PolicyError::Db(mailserver::db::DbError::Sqlite(
+            return Err(policy::PolicyError::Open(mailserver::db::DbError::Sqlite(
                 rusqlite::Error::InvalidPath(self.db_path.clone()),
             )));
         }
@@ -99,7 +102,7 @@ impl Milter {
 
     /// The policy, if the database is already open: then its reads are quick enough for the
     /// runtime thread.
-    fn open_policy(&self) -> Option<Policy> {
+    fn policy_if_open(&self) -> Option<Policy> {
         self.policy
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -113,7 +116,7 @@ impl Milter {
         what: &'static str,
         f: impl FnOnce(Policy) -> Result<R, policy::PolicyError> + Send + 'static,
     ) -> Option<R> {
-        match self.open_policy() {
+        match self.policy_if_open() {
             Some(p) => match f(p) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -184,11 +187,11 @@ const QUIET: ProtoOpts = ProtoOpts::NOREPLY_HEADER
 /// rewrite deadline.
 pub const INLINE_REWRITE_MAX: usize = 256 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Message {
     sender: String,
-    alias_id: i64,
-    base_url: String,
+    alias: TrackedAliasId,
+    base_url: BaseUrl,
     recipients: Vec<String>,
     headers: Vec<u8>,
     body: Vec<u8>,
@@ -246,19 +249,21 @@ async fn on_mail(milter: Arc<Milter>, cx: &mut Context<Connection>, args: Vec<CS
     let looked_up = milter
         .read("tracking lookup", move |p| {
             Ok(match p.tracked_alias(&address)? {
-                Some(alias) => Some((alias.id, p.pixel_base_url()?)),
+                Some(alias) => Some((alias, p.pixel_base_url()?)),
                 None => None,
             })
         })
         .await;
     match looked_up {
-        Some(Some((alias_id, base_url))) => {
+        Some(Some((alias, base_url))) => {
             cx.data.get_or_insert_default().message = Some(Message {
                 sender,
-                alias_id,
+                alias,
                 base_url,
                 queue_id: macro_value(cx, "i").unwrap_or_default(),
-                ..Message::default()
+                recipients: Vec::new(),
+                headers: Vec::new(),
+                body: Vec::new(),
             });
             Status::Continue
         }
@@ -328,18 +333,11 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Connection>) -> Status 
     if let Some(id) = cx.macros.get(c"i") {
         msg.queue_id = String::from_utf8_lossy(id.to_bytes()).into_owned();
     }
-    let tracking_id = policy::new_tracking_id();
-    let url = format!("{}/pixel?id={tracking_id}", msg.base_url);
-    let pixel = match PixelUrl::parse(&url) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, url, "bad pixel URL; not tracking");
-            return Status::Accept;
-        }
-    };
+    let tracking_id = TrackingId::generate();
+    let pixel = pixel_url(&msg.base_url, &tracking_id);
     let Message {
         sender,
-        alias_id,
+        alias,
         recipients,
         headers,
         body,
@@ -353,7 +351,7 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Connection>) -> Status 
         sender,
         recipients,
         subject,
-        alias_id,
+        alias,
     };
     let rewritten = if headers.len() + body.len() <= INLINE_REWRITE_MAX {
         // A panic here is caught as the blocking pool would catch it; the message passes.
@@ -387,7 +385,7 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Connection>) -> Status 
         }
     };
     // The row first: a pixel is only sent out when its row is committed.
-    let Some(policy) = milter.open_policy() else {
+    let Some(policy) = milter.policy_if_open() else {
         tracing::warn!(queue_id, "database not open; delivering unchanged");
         return Status::Accept;
     };
@@ -403,16 +401,16 @@ async fn on_eom(milter: Arc<Milter>, cx: &mut EomContext<Connection>) -> Status 
                 queue_id,
                 "recording the message timed out; delivering unchanged"
             );
-            policy.forget(&tracking_id); // it may still be committed after this
+            policy.forget(tracking_id); // it may still be committed after this
             return Status::Accept;
         }
     }
     if let Err(e) = cx.actions.replace_body(&new_body).await {
         tracing::error!(queue_id, error = ?e, "replacing the body failed");
-        policy.forget(&tracking_id);
+        policy.forget(tracking_id);
         return Status::Accept;
     }
-    tracing::info!(queue_id, tracking_id, "pixel added");
+    tracing::info!(queue_id, %tracking_id, "pixel added");
     Status::Accept
 }
 

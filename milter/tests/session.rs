@@ -98,9 +98,9 @@ fn prepare(dir: tempfile::TempDir) -> anyhow::Result<Fixture> {
 /// One row of `tracked_messages`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Row {
-    message_id: String,
+    tracking_id: String,
     sender: String,
-    recipient: String,
+    recipients: String,
     subject: String,
     alias_id: Option<i64>,
 }
@@ -109,13 +109,13 @@ impl Fixture {
     fn rows(&self) -> Vec<Row> {
         let conn = self.pool.get().unwrap();
         let mut stmt = conn
-            .prepare("SELECT message_id, sender, recipient, subject, alias_id FROM tracked_messages ORDER BY id")
+            .prepare("SELECT tracking_id, sender, recipients, subject, alias_id FROM tracked_messages ORDER BY id")
             .unwrap();
         stmt.query_map([], |r| {
             Ok(Row {
-                message_id: r.get(0)?,
+                tracking_id: r.get(0)?,
                 sender: r.get(1)?,
-                recipient: r.get(2)?,
+                recipients: r.get(2)?,
                 subject: r.get(3)?,
                 alias_id: r.get(4)?,
             })
@@ -475,9 +475,9 @@ async fn tracked_html_gets_one_pixel_and_a_row() -> anyhow::Result<()> {
         assert_eq!(
             fx.rows().get(i),
             Some(&Row {
-                message_id: id,
+                tracking_id: id,
                 sender: "news@example.test".into(),
-                recipient: "a@x.test,b@y.test".into(),
+                recipients: "a@x.test,b@y.test".into(),
                 subject: "Grüße".into(),
                 alias_id: Some(fx.news_id),
             }),
@@ -658,7 +658,7 @@ async fn every_body_chunk_size_gives_the_same_result() -> anyhow::Result<()> {
         }
         conn.close().await?;
     }
-    let recorded: BTreeSet<_> = fx.rows().into_iter().map(|r| r.message_id).collect();
+    let recorded: BTreeSet<_> = fx.rows().into_iter().map(|r| r.tracking_id).collect();
     assert_eq!(recorded, ids);
 
     milter.shutdown().await;
@@ -854,7 +854,7 @@ async fn database_created_after_start_is_picked_up() -> anyhow::Result<()> {
     assert_eq!(fx.db_path, db_path);
     let id = one_pixel(&send(&mut conn, &tracked()).await);
     assert_eq!(
-        fx.rows().iter().map(|r| &r.message_id).collect::<Vec<_>>(),
+        fx.rows().iter().map(|r| &r.tracking_id).collect::<Vec<_>>(),
         [&id]
     );
 
@@ -922,7 +922,7 @@ async fn local_submission_is_tracked() -> anyhow::Result<()> {
         let id = one_pixel(&sent);
         let rows = fx.rows();
         assert_eq!(rows.len(), i + 1, "{name}");
-        assert_eq!(rows[i].message_id, id, "{name}");
+        assert_eq!(rows[i].tracking_id, id, "{name}");
         assert_eq!(rows[i].alias_id, Some(fx.news_id), "{name}");
         conn.close().await?;
     }
@@ -1045,7 +1045,7 @@ async fn mail_from_answer() -> anyhow::Result<()> {
     let rows = fx.rows();
     assert_eq!(rows.len(), 1);
     assert_eq!(
-        (rows[0].message_id.as_str(), rows[0].recipient.as_str()),
+        (rows[0].tracking_id.as_str(), rows[0].recipients.as_str()),
         (id.as_str(), "c@z.test")
     );
 
@@ -1112,8 +1112,8 @@ async fn broken_mime_passes_unchanged_and_the_session_goes_on() -> anyhow::Resul
     );
     let rows = fx.rows();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[1].message_id, id);
-    assert_eq!(rows[1].recipient, "a@x.test,b@y.test");
+    assert_eq!(rows[1].tracking_id, id);
+    assert_eq!(rows[1].recipients, "a@x.test,b@y.test");
 
     conn.close().await?;
     milter.shutdown().await;

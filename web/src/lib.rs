@@ -32,7 +32,7 @@ pub fn app(state: AppState) -> Router {
             auth::require_admin,
         ));
     Router::new()
-        .route("/pixel", get(pixel::pixel))
+        .route(mailserver::tracking::PIXEL_PATH, get(pixel::pixel))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/static/app.css",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use axum_server::tls_rustls::RustlsConfig;
 use mailserver::settings::{ListenAddress, Paths, Settings};
-use mailserver_web::{AppState, Db, auth::Auth, pixel::Recorder};
+use mailserver_web::{AppState, Db, auth::Auth, pixel};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn data_dir() -> Result<PathBuf> {
@@ -74,13 +74,13 @@ async fn main() -> Result<()> {
         .await
         .context("could not load the TLS certificate from ssl/")?;
 
+    let (opens, writer) = pixel::start_recorder(&pool)?;
     let db = Db::new(pool);
-    let (recorder, writer) = Recorder::start(db.clone());
     let state = AppState {
         db,
         paths: Arc::new(paths),
         auth: Arc::new(Auth::default()),
-        pixel: recorder,
+        opens,
         trusted_proxies: Arc::new(trusted_proxies()?),
     };
     let app = mailserver_web::app(state);
@@ -103,7 +103,7 @@ async fn main() -> Result<()> {
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await
         .context("the web server failed")?;
-    // The router (and with it every Recorder) is gone: the writer drains the queue and stops.
+    // The router (and with it every OpenRecorder) is gone: the writer drains the queue and stops.
     writer.await.context("the pixel writer failed")?;
     tracing::info!("stopped");
     Ok(())

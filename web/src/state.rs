@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use mailserver::db::Pool;
 use mailserver::settings::Paths;
+use mailserver::store::tracking::OpenRecorder;
 
 use crate::auth::Auth;
 use crate::error::WebError;
-use crate::pixel::Recorder;
 
 /// Everything a handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -16,7 +16,8 @@ pub struct AppState {
     pub db: Db,
     pub paths: Arc<Paths>,
     pub auth: Arc<Auth>,
-    pub pixel: Recorder,
+    /// Where the pixel endpoint queues opens.
+    pub opens: OpenRecorder,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Arc<Vec<IpAddr>>,
 }

@@ -129,11 +129,12 @@ async fn totp_login_works_once_per_code() {
 async fn the_pixel_is_always_the_same_gif_and_records_known_ids() {
     let mut app = TestApp::new().await;
     app.conn()
-        .execute("INSERT INTO tracked_messages (message_id, sender, recipient) VALUES ('known-id', 's@x.test', 'r@y.test')", [])
+        .execute("INSERT INTO tracked_messages (tracking_id, sender, recipients) VALUES ('VQx3An5C4mtsOVsTUQiGHQ', 's@x.test', 'r@y.test')", [])
         .unwrap();
     for uri in [
-        "/pixel?id=known-id",
-        "/pixel?id=unknown",
+        "/pixel?id=VQx3An5C4mtsOVsTUQiGHQ",
+        "/pixel?id=TrackingIdForTestsAAAA",
+        "/pixel?id=known-but-not-an-id",
         "/pixel",
         "/pixel?id=%27%3B--",
     ] {
@@ -165,7 +166,7 @@ async fn the_pixel_is_always_the_same_gif_and_records_known_ids() {
     let rows: Vec<(String, String, String)> = pool
         .get()
         .unwrap()
-        .prepare("SELECT message_id, client_ip, user_agent FROM pixel_opens")
+        .prepare("SELECT tracking_id, client_ip, user_agent FROM pixel_opens")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
@@ -175,7 +176,7 @@ async fn the_pixel_is_always_the_same_gif_and_records_known_ids() {
     assert_eq!(
         rows,
         vec![(
-            "known-id".to_string(),
+            "VQx3An5C4mtsOVsTUQiGHQ".to_string(),
             "192.0.2.10".to_string(),
             "Mozilla/5.0 test".to_string()
         )]

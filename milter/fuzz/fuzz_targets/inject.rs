@@ -5,7 +5,8 @@
 use std::sync::Once;
 
 use libfuzzer_sys::fuzz_target;
-use mailserver_milter::rewrite::{Outcome, PixelUrl, inject_body, inject_message};
+use mailserver::tracking::{BaseUrl, TrackingId, pixel_url};
+use mailserver_milter::rewrite::{Outcome, inject_body, inject_message};
 
 static PANIC_HOOK: Once = Once::new();
 
@@ -25,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         }));
     });
 
-    let pixel = PixelUrl::parse("https://mail.example.test/pixel?id=TESTID").expect("valid URL");
+    let pixel = pixel_url(
+        &BaseUrl::parse("https://x").expect("valid URL"),
+        &TrackingId::parse("TrackingIdForTestsAAAA").expect("valid id"),
+    );
     if let Ok(Outcome::Rewritten(out)) = inject_message(data, &pixel) {
         // mail-parser's own debug assertions fire on some malformed input: where they fire on
         // the input, its reading of the output says nothing.

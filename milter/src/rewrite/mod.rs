@@ -19,6 +19,7 @@ mod structure;
 use std::fmt;
 
 use mail_parser::Message;
+pub use mailserver::tracking::PixelUrl;
 
 use self::encoding::{Cte, Eol};
 use self::mime::Located;
@@ -29,74 +30,9 @@ pub const MAX_SIZE: usize = 64 * 1024 * 1024;
 /// Largest top-level header block accepted by [`inject_body`] (Postfix's default is 100 kB).
 const MAX_HEADERS: usize = 1024 * 1024;
 
-/// RFC 5322 line limit (998 octets without the line ending): the pixel line must fit in it.
-const MAX_LINE: usize = 998;
-
-/// The pixel to insert: an absolute http(s) URL, validated (no quotes, `<`, `>`, whitespace,
-/// control or non-ASCII characters), short enough that its `<img>` line stays within 998 octets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PixelUrl(String);
-
-impl PixelUrl {
-    pub fn parse(s: &str) -> Result<Self, InjectError> {
-        let bad = |why: &str| Err(InjectError::BadUrl(why.to_owned()));
-        let scheme_len = ["https://", "http://"]
-            .iter()
-            .find(|scheme| {
-                s.get(..scheme.len())
-                    .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
-            })
-            .map(|scheme| scheme.len());
-        let Some(rest) = scheme_len.and_then(|n| s.get(n..)) else {
-            return bad("not an http:// or https:// URL");
-        };
-        if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
-            return bad("no host");
-        }
-        if let Some(c) = s
-            .chars()
-            .find(|&c| !c.is_ascii_graphic() || matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\'))
-        {
-            return Err(InjectError::BadUrl(format!("contains {c:?}")));
-        }
-        let url = PixelUrl(s.to_owned());
-        if url.img_tag().len() > MAX_LINE {
-            return bad("too long");
-        }
-        Ok(url)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The tag that is inserted. Only `&` needs escaping: everything else that could break out of
-    /// the attribute was refused by [`PixelUrl::parse`].
-    fn img_tag(&self) -> String {
-        format!(
-            "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none;border:0;width:1px;height:1px\">",
-            self.0.replace('&', "&amp;")
-        )
-    }
-}
-
-impl fmt::Display for PixelUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for PixelUrl {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
 /// Why a message could not be rewritten. The caller passes such messages through unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("invalid pixel URL: {0}")]
-    BadUrl(String),
     #[error("malformed message: {0}")]
     Malformed(String),
     #[error("bad transfer encoding: {0}")]

@@ -11,8 +11,6 @@ use proptest::prelude::*;
 use super::encoding::{Cte, Eol};
 use super::*;
 
-const TAG_URL: &str = "https://mail.example.test/pixel?id=TESTID";
-
 #[derive(Debug, Clone)]
 enum Node {
     Text(String, Cte),
@@ -238,7 +236,7 @@ fn model(html: &Html, eol: Eol) -> Vec<u8> {
         Cte::Base64 => Eol::detect(&original).unwrap_or(eol),
     }
     .as_str();
-    let tag = PixelUrl::parse(TAG_URL).unwrap().img_tag();
+    let tag = super::tests::pixel().img_tag();
     let original = String::from_utf8(original).unwrap();
     let out = if html.has_body_end {
         original.replacen("</body>", &format!("{html_eol}{tag}{html_eol}</body>"), 1)
@@ -258,7 +256,7 @@ proptest! {
     fn rewrite_touches_only_the_html_body(root in tree(), crlf in any::<bool>()) {
         let eol = if crlf { Eol::Crlf } else { Eol::Lf };
         let Built { raw, range, html } = build(&root, eol);
-        let pixel = PixelUrl::parse(TAG_URL).unwrap();
+        let pixel = super::tests::pixel();
         super::oracle::assert_same_choice("generated", &raw, true);
         let out = match inject_message(&raw, &pixel) {
             Ok(Outcome::Rewritten(out)) => out,

@@ -10,7 +10,7 @@ use axum::http::{Request, Response, StatusCode, header};
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use mailserver::settings::{Paths, Settings};
-use mailserver_web::{AppState, Db, auth::Auth, pixel::Recorder};
+use mailserver_web::{AppState, Db, auth::Auth, pixel};
 use tower::ServiceExt as _;
 
 pub struct TestApp {
@@ -52,13 +52,13 @@ impl TestApp {
             Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
             mailserver::store::admins::ensure_default(&conn).unwrap();
         }
+        let (opens, writer) = pixel::start_recorder(&pool).unwrap();
         let db = Db::new(pool);
-        let (pixel, writer) = Recorder::start(db.clone());
         let state = AppState {
             db,
             paths: Arc::new(paths),
             auth: Arc::new(Auth::default()),
-            pixel,
+            opens,
             trusted_proxies: Arc::new(vec!["10.0.0.1".parse().unwrap()]),
         };
         let router = mailserver_web::app(state.clone());
