@@ -155,14 +155,17 @@ HOSTNAME=mx.example.test LISTEN_ADDRESS=127.0.0.1 BIN_DIR=$BIN RELAYHOST= \
   POP3S_PORT=$((PORTBASE + 95)) WEB_PORT=$WEB_PORT \
   "$BIN/mailserver" --data "$DIR" init >"$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; exit 1; }
 
-# Seed: IDS tracked messages with random 128-bit ids (hex), one domain with ACCOUNTS accounts.
+# Seed: IDS tracked messages with random tracking ids, one domain with ACCOUNTS accounts. An id is 22
+# characters of canonical base64url (what the milter makes and the pixel accepts): 21 random hex
+# digits (all base64url characters) and a final 'A' (the last character carries only 2 bits, which
+# must be zero here).
 start=$(now)
 sqlite3 "$DB" <<SQL
 PRAGMA foreign_keys = ON;
 BEGIN;
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $IDS)
-INSERT INTO tracked_messages (message_id, sender, recipient, subject)
-  SELECT lower(hex(randomblob(16))), 'news@bench.test', printf('rcpt%d@example.org', i), printf('Newsletter %d', i) FROM n;
+INSERT INTO tracked_messages (tracking_id, sender, recipients, subject)
+  SELECT substr(hex(randomblob(11)), 1, 21) || 'A', 'news@bench.test', printf('rcpt%d@example.org', i), printf('Newsletter %d', i) FROM n;
 INSERT INTO domains (domain) VALUES ('bench.test');
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $ACCOUNTS)
 INSERT INTO accounts (domain_id, username, password_hash, name, quota)
@@ -171,7 +174,7 @@ INSERT INTO accounts (domain_id, username, password_hash, name, quota)
          printf('Bench User %d', i), (i % 4) * 1024 FROM n;
 COMMIT;
 SQL
-sqlite3 "$DB" "SELECT message_id FROM tracked_messages ORDER BY id" >"$WORK/ids.txt"
+sqlite3 "$DB" "SELECT tracking_id FROM tracked_messages ORDER BY id" >"$WORK/ids.txt"
 echo "-- seeded $(wc -l <"$WORK/ids.txt") tracked messages and $(sqlite3 "$DB" 'SELECT count(*) FROM accounts') accounts in SQLite: $(calc %.1f "$(now) - $start") s"
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +291,7 @@ t0=$(now)
 stop_web
 echo "   mailserver-web stopped by SIGTERM: exit status $WEB_STATUS after $(calc %.2f "$(now) - $t0") s"
 rows=$(sqlite3 "$DB" 'SELECT count(*) FROM pixel_opens')
-distinct=$(sqlite3 "$DB" 'SELECT count(DISTINCT message_id) FROM pixel_opens')
+distinct=$(sqlite3 "$DB" 'SELECT count(DISTINCT tracking_id) FROM pixel_opens')
 echo "   pixel_opens rows: $rows (for $distinct of $IDS ids)"
 echo "   wrk, summed over $ROUNDS runs: $sum_requests requests completed (its \"N requests in\" totals), $sum_sent written (Lua request() calls), $ours_errors errors"
 echo "   rows - completed = $((rows - sum_requests)),  written - rows = $((sum_sent - rows)),  written - completed = $((sum_sent - sum_requests)) (in flight when wrk stopped: at most $CONNS per run)"

@@ -8,6 +8,7 @@
 
 pub mod applier;
 pub mod apply;
+pub mod day;
 pub mod db;
 pub mod dkim;
 pub mod dns;

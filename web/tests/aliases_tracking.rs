@@ -470,8 +470,9 @@ struct Seeded {
     promo: i64,
 }
 
+/// The tracking id of message `i`: 22 characters of canonical base64url, like the milter's.
 fn msg_id(i: usize) -> String {
-    format!("msg-{i:03}")
+    format!("TrackingIdForTests{i:03}A")
 }
 
 /// Message `i` was sent on 2024-05-(1 + i/12) at (8 + i%12):00 UTC.
@@ -524,7 +525,7 @@ fn seed(app: &TestApp) -> Seeded {
             format!("r{i}@dest.test")
         };
         conn.execute(
-            "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id, created_at)
+            "INSERT INTO tracked_messages (tracking_id, sender, recipients, subject, alias_id, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![msg_id(i), sender, recipients, subject_of(i), alias, sent(i)],
         )
@@ -532,7 +533,7 @@ fn seed(app: &TestApp) -> Seeded {
         for k in 0..opens_of(i) {
             let (ua, _) = AGENTS[(i + k) % AGENTS.len()];
             conn.execute(
-                "INSERT INTO pixel_opens (message_id, client_ip, user_agent, opened_at)
+                "INSERT INTO pixel_opens (tracking_id, client_ip, user_agent, opened_at)
                  VALUES (?1, ?2, ?3, datetime(?4, ?5))",
                 rusqlite::params![
                     msg_id(i),
@@ -548,20 +549,21 @@ fn seed(app: &TestApp) -> Seeded {
     // One message opened by every kind of fetcher, one of them from Microsoft's scanning network.
     for (k, (ua, _)) in AGENTS.iter().enumerate() {
         conn.execute(
-            "INSERT INTO pixel_opens (message_id, client_ip, user_agent, opened_at)
-             VALUES ('msg-100', ?1, ?2, datetime('2024-05-09 17:00:00', ?3))",
+            "INSERT INTO pixel_opens (tracking_id, client_ip, user_agent, opened_at)
+             VALUES (?4, ?1, ?2, datetime('2024-05-09 17:00:00', ?3))",
             rusqlite::params![
                 format!("203.0.113.{k}"),
                 ua,
-                format!("+{} minutes", 10 * k + 1)
+                format!("+{} minutes", 10 * k + 1),
+                msg_id(100)
             ],
         )
         .unwrap();
     }
     conn.execute(
-        "INSERT INTO pixel_opens (message_id, client_ip, user_agent, opened_at)
-         VALUES ('msg-100', '40.107.22.1', 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0', '2024-05-09 18:30:00')",
-        [],
+        "INSERT INTO pixel_opens (tracking_id, client_ip, user_agent, opened_at)
+         VALUES (?1, '40.107.22.1', 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/124.0', '2024-05-09 18:30:00')",
+        [msg_id(100)],
     )
     .unwrap();
     Seeded { news, promo }
@@ -714,7 +716,7 @@ async fn tracking_list_is_newest_first_paginated_and_filtered() {
             assert!(html.contains(&last), "{i}: last open {last} in {html}");
         }
     }
-    let html = row(&p1.body, "msg-100");
+    let html = row(&p1.body, &msg_id(100));
     assert!(
         html.contains("<span class=\"muted\">17:01:00</span>"),
         "{html}"
@@ -724,7 +726,7 @@ async fn tracking_list_is_newest_first_paginated_and_filtered() {
         "{html}"
     );
     // Many recipients are cut short.
-    assert!(row(&p1.body, "msg-115").contains("and 2 more"));
+    assert!(row(&p1.body, &msg_id(115)).contains("and 2 more"));
 
     // Bad filters: 422, the error next to the field, the typed value kept (escaped).
     let bad = app
@@ -759,7 +761,7 @@ async fn tracking_chart_has_one_bar_per_day() {
         .map(|d| {
             let mut n: usize = (12 * d..12 * d + 12).map(opens_of).sum();
             if d == 8 {
-                n += AGENTS.len() + 1; // msg-100, on 2024-05-09
+                n += AGENTS.len() + 1; // message 100, on 2024-05-09
             }
             (format!("2024-05-{:02}", d + 1), n as i64)
         })
@@ -799,7 +801,7 @@ async fn tracking_chart_has_one_bar_per_day() {
 async fn message_page_lists_each_open_with_proxy_labels() {
     let app = logged_in().await;
     seed(&app);
-    let page = app.get("/tracking/msg-100").await;
+    let page = app.get(&format!("/tracking/{}", msg_id(100))).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Newsletter 100"));
     let opens = page
@@ -832,19 +834,20 @@ async fn message_page_lists_each_open_with_proxy_labels() {
             .contains("7 opens, 5 of them by an image proxy or a scanner")
     );
 
-    let escaped = app.get("/tracking/msg-012").await;
+    let escaped = app.get(&format!("/tracking/{}", msg_id(12))).await;
     assert!(!escaped.body.contains("<script>alert"));
-    let none = app.get("/tracking/msg-001").await;
+    let none = app.get(&format!("/tracking/{}", msg_id(1))).await;
     assert_eq!(opens_of(1), 2);
     assert!(none.body.contains("2 opens"));
-    assert_eq!(
-        app.get("/tracking/nope").await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.get("/tracking/%27%3B--").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert!(none.body.contains(&format!("<code>{}</code>", msg_id(1))));
+    // Not a tracking id at all, or a well-formed one that no message has: not found either way.
+    for id in ["nope", "%27%3B--", "msg-001", "VQx3An5C4mtsOVsTUQiGHQ"] {
+        assert_eq!(
+            app.get(&format!("/tracking/{id}")).await.status,
+            StatusCode::NOT_FOUND,
+            "{id}"
+        );
+    }
 }
 
 /// A small RFC 4180 reader, to check the export from the outside.
@@ -911,8 +914,8 @@ async fn csv_export_is_quoted_and_safe_for_spreadsheets() {
     assert_eq!(records.len(), 121);
     assert!(records.iter().all(|r| r.len() == 9));
     let by_id = |id: &str| records.iter().find(|r| r[8] == id).unwrap().clone();
-    assert_eq!(records[1][8], "msg-119", "newest first");
-    let m7 = by_id("msg-007");
+    assert_eq!(records[1][8], msg_id(119), "newest first");
+    let m7 = by_id(&msg_id(7));
     assert_eq!(m7[0], sent(7));
     assert_eq!(m7[3], "Hello, \"world\"\nline two");
     assert_eq!(m7[4], "promo@example.test");
@@ -920,19 +923,19 @@ async fn csv_export_is_quoted_and_safe_for_spreadsheets() {
     assert_eq!(m7[6], "2024-05-01 16:00:00");
     assert_eq!(m7[7], format!("2024-05-01 {}:00:00", 15 + opens_of(7)));
     assert_eq!(
-        by_id("msg-005")[2],
+        by_id(&msg_id(5))[2],
         "a@x.test, b@y.test, c@z.test, d@w.test, e@v.test"
     );
-    assert_eq!(by_id("msg-005")[4], "", "deleted alias");
+    assert_eq!(by_id(&msg_id(5))[4], "", "deleted alias");
     // Formula injection is neutralised.
     assert_eq!(
-        by_id("msg-008")[3],
+        by_id(&msg_id(8))[3],
         "'=HYPERLINK(\"http://evil.test\",\"x\")"
     );
-    assert_eq!(by_id("msg-009")[3], "'+1 offer");
-    assert_eq!(by_id("msg-010")[3], "'-10% off");
-    assert_eq!(by_id("msg-011")[3], "'@everyone");
-    assert_eq!(by_id("msg-012")[3], "<script>alert(1)</script>");
+    assert_eq!(by_id(&msg_id(9))[3], "'+1 offer");
+    assert_eq!(by_id(&msg_id(10))[3], "'-10% off");
+    assert_eq!(by_id(&msg_id(11))[3], "'@everyone");
+    assert_eq!(by_id(&msg_id(12))[3], "<script>alert(1)</script>");
 
     // The same filters as the page.
     let r = app
@@ -960,6 +963,11 @@ async fn csv_export_is_quoted_and_safe_for_spreadsheets() {
     );
 }
 
+/// The tracking id of recent message `i`.
+fn recent_id(i: usize) -> String {
+    format!("TrackingIdRecent{i:05}A")
+}
+
 /// Recent traffic, so the default (last 30 days) chart has something to draw. With
 /// `TRACKING_SNAPSHOT=/path.html`, also writes the page with the stylesheet inlined, to look at.
 #[tokio::test]
@@ -976,10 +984,10 @@ async fn default_chart_shows_recent_opens() {
     for i in 0..80usize {
         let days = i % 20 + 1;
         conn.execute(
-            "INSERT INTO tracked_messages (message_id, sender, recipient, subject, alias_id, created_at)
+            "INSERT INTO tracked_messages (tracking_id, sender, recipients, subject, alias_id, created_at)
              VALUES (?1, 'newsletter@example.test', ?2, ?3, 1, datetime('now', ?4, ?5))",
             rusqlite::params![
-                format!("recent-{i}"),
+                recent_id(i),
                 if i % 4 == 0 {
                     "alice@customer.test, bob.with.a.rather.long.address@subdomain.customer-company.test, carol@x.test, dan@y.test".to_string()
                 } else {
@@ -998,10 +1006,10 @@ async fn default_chart_shows_recent_opens() {
         for k in 0..(i * 13 % 9) {
             let (ua, _) = AGENTS[(i + k) % AGENTS.len()];
             conn.execute(
-                "INSERT INTO pixel_opens (message_id, client_ip, user_agent, opened_at)
-                 SELECT message_id, '198.51.100.7', ?2, datetime(created_at, ?3)
-                 FROM tracked_messages WHERE message_id = ?1",
-                rusqlite::params![format!("recent-{i}"), ua, format!("+{} hours", k * 2 + 1)],
+                "INSERT INTO pixel_opens (tracking_id, client_ip, user_agent, opened_at)
+                 SELECT tracking_id, '198.51.100.7', ?2, datetime(created_at, ?3)
+                 FROM tracked_messages WHERE tracking_id = ?1",
+                rusqlite::params![recent_id(i), ua, format!("+{} hours", k * 2 + 1)],
             )
             .unwrap();
         }
@@ -1033,7 +1041,7 @@ async fn default_chart_shows_recent_opens() {
             )
         };
         std::fs::write(&path, inline(&page.body)).unwrap();
-        let message = app.get("/tracking/recent-4").await;
+        let message = app.get(&format!("/tracking/{}", recent_id(4))).await;
         std::fs::write(
             path.replace(".html", "-message.html"),
             inline(&message.body),

@@ -1,8 +1,11 @@
 //! Overview: counts, the state of each daemon, and (in the layout) the default-password banner.
+//!
+//! The counts are the library's ([`mailserver::store::overview`]); this module only lays them out.
 
 use axum::Router;
 use axum::extract::{Extension, State};
 use axum::routing::get;
+use mailserver::store::overview;
 use maud::{Markup, html};
 
 use crate::auth::Admin;
@@ -14,33 +17,6 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/", get(overview))
 }
 
-#[derive(Debug, Default)]
-pub struct Counts {
-    pub domains: i64,
-    pub accounts: i64,
-    pub aliases: i64,
-    pub tracked: i64,
-    pub opens_7d: i64,
-}
-
-fn counts(conn: &rusqlite::Connection) -> rusqlite::Result<Counts> {
-    conn.query_row(
-        "SELECT (SELECT count(*) FROM domains), (SELECT count(*) FROM accounts),
-                (SELECT count(*) FROM aliases), (SELECT count(*) FROM tracked_messages),
-                (SELECT count(*) FROM pixel_opens WHERE opened_at >= datetime('now', '-7 days'))",
-        [],
-        |r| {
-            Ok(Counts {
-                domains: r.get(0)?,
-                accounts: r.get(1)?,
-                aliases: r.get(2)?,
-                tracked: r.get(3)?,
-                opens_7d: r.get(4)?,
-            })
-        },
-    )
-}
-
 async fn overview(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
@@ -48,14 +24,19 @@ async fn overview(
     let paths = state.paths.clone();
     let (counts, daemons) = state
         .db
-        .call(move |conn| Ok((counts(conn)?, mailserver::applier::daemon_status(&paths))))
+        .call(move |conn| {
+            Ok((
+                overview::counts(conn)?,
+                mailserver::applier::daemon_status(&paths),
+            ))
+        })
         .await?;
     let flash = state.auth.take_flash(&admin.session_id);
     let content = html! {
         div.cards {
             @for (label, n, href) in [("Domains", counts.domains, "/domains"), ("Accounts", counts.accounts, "/accounts"),
-                                      ("Aliases", counts.aliases, "/aliases"), ("Tracked messages", counts.tracked, "/tracking"),
-                                      ("Opens, last 7 days", counts.opens_7d, "/tracking")] {
+                                      ("Aliases", counts.aliases, "/aliases"), ("Tracked messages", counts.tracked_messages, "/tracking"),
+                                      ("Opens, last 7 days", counts.opens_last_7_days, "/tracking")] {
                 a.card href=(href) {
                     div.num { (n) }
                     div.label { (label) }

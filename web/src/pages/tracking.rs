@@ -2,14 +2,13 @@
 //! alias and by the day they were sent; a chart of opens per day; a CSV export with the same filters;
 //! and a page per message listing each open, labelled when an image proxy or a scanner made it.
 //!
-//! Every query goes through an index: the list walks `tracked_messages (created_at)` (or
-//! `(alias_id, created_at)` with an alias filter) in order and stops after the page; open counts are
-//! correlated subqueries on `pixel_opens (message_id, opened_at)` for the rows of the page only.
-//! Times are UTC, as stored.
+//! The queries are the library's ([`mailserver::store::tracking::report`], where their index use is
+//! described and tested): the library owns the tables, so this module holds no SQL. It turns the form
+//! into [`Filters`] (with the errors to show), decides what the chart covers, and renders. Times are
+//! UTC, as stored.
 
 mod chart;
 mod csv;
-mod dates;
 mod proxies;
 
 use axum::Router;
@@ -17,12 +16,14 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use mailserver::day::Day;
+use mailserver::store::tracking::report::{
+    self, AliasOption, Filters, MessageDetail, MessageRow, Page,
+};
+use mailserver::tracking::TrackingId;
 use maud::{Markup, html};
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension as _, params_from_iter};
 use serde::Deserialize;
 
-use self::dates::Day;
 use self::proxies::Kind;
 use crate::auth::Admin;
 use crate::error::WebError;
@@ -33,7 +34,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/tracking", get(list))
         .route("/tracking.csv", get(export))
-        .route("/tracking/{message_id}", get(message))
+        .route("/tracking/{tracking_id}", get(message))
 }
 
 const PAGE_SIZE: i64 = 50;
@@ -59,16 +60,6 @@ struct FilterQuery {
     page: Option<String>,
 }
 
-/// The valid filters.
-#[derive(Debug, Default, Clone)]
-struct Filters {
-    alias: Option<i64>,
-    /// Sent on or after this day.
-    from: Option<Day>,
-    /// Sent on or before this day.
-    to: Option<Day>,
-}
-
 #[derive(Debug, Default)]
 struct FilterErrors {
     alias: Option<String>,
@@ -90,12 +81,12 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 }
 
 /// Checks the filters against the aliases that can be chosen. Invalid ones are dropped (and reported).
-fn parse_filters(q: &FilterQuery, aliases: &[(i64, String)]) -> (Filters, FilterErrors) {
+fn parse_filters(q: &FilterQuery, aliases: &[AliasOption]) -> (Filters, FilterErrors) {
     let mut f = Filters::default();
     let mut e = FilterErrors::default();
     if let Some(a) = non_empty(&q.alias) {
         match a.parse::<i64>() {
-            Ok(id) if aliases.iter().any(|(i, _)| *i == id) => f.alias = Some(id),
+            Ok(id) if aliases.iter().any(|a| a.id == id) => f.alias = Some(id),
             _ => e.alias = Some("Choose an alias from the list.".into()),
         }
     }
@@ -119,184 +110,34 @@ fn parse_filters(q: &FilterQuery, aliases: &[(i64, String)]) -> (Filters, Filter
     (f, e)
 }
 
-impl Filters {
-    /// The WHERE clause on `tracked_messages m` and its parameters (only the filters that are set, so
-    /// the planner can use the indexes).
-    fn where_sql(&self) -> (String, Vec<Value>) {
-        let mut conds = Vec::new();
-        let mut params = Vec::new();
-        if let Some(a) = self.alias {
-            params.push(Value::Integer(a));
-            conds.push(format!("m.alias_id = ?{}", params.len()));
-        }
-        if let Some(d) = self.from {
-            params.push(Value::Text(d.to_string()));
-            conds.push(format!("m.created_at >= ?{}", params.len()));
-        }
-        if let Some(d) = self.to {
-            params.push(Value::Text(d.plus(1).to_string()));
-            conds.push(format!("m.created_at < ?{}", params.len()));
-        }
-        let sql = if conds.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        };
-        (sql, params)
+/// `alias=..&from=..&to=..` (only what is set), plus `page` when given.
+fn query_string(f: &Filters, page: Option<i64>) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    if let Some(a) = f.alias {
+        s.append_pair("alias", &a.to_string());
     }
-
-    /// `alias=..&from=..&to=..` (only what is set), plus `page` when given.
-    fn query_string(&self, page: Option<i64>) -> String {
-        let mut s = form_urlencoded::Serializer::new(String::new());
-        if let Some(a) = self.alias {
-            s.append_pair("alias", &a.to_string());
-        }
-        if let Some(d) = self.from {
-            s.append_pair("from", &d.to_string());
-        }
-        if let Some(d) = self.to {
-            s.append_pair("to", &d.to_string());
-        }
-        if let Some(p) = page {
-            s.append_pair("page", &p.to_string());
-        }
-        s.finish()
+    if let Some(d) = f.from {
+        s.append_pair("from", &d.to_string());
     }
-
-    /// The days the chart covers, and whether the range was cut to [`CHART_MAX_DAYS`].
-    fn chart_range(&self, today: Day) -> (Day, Day, bool) {
-        let end = self
-            .to
-            .unwrap_or_else(|| self.from.map_or(today, |from| from.max(today)));
-        let start = self
-            .from
-            .unwrap_or_else(|| end.plus(1 - CHART_DEFAULT_DAYS));
-        if start.until(end) >= CHART_MAX_DAYS {
-            (end.plus(1 - CHART_MAX_DAYS), end, true)
-        } else {
-            (start, end, false)
-        }
+    if let Some(d) = f.to {
+        s.append_pair("to", &d.to_string());
     }
+    if let Some(p) = page {
+        s.append_pair("page", &p.to_string());
+    }
+    s.finish()
 }
 
-/// One tracked message with its opens, as listed.
-#[derive(Debug, Clone)]
-struct Row {
-    message_id: String,
-    sent: String,
-    sender: String,
-    recipients: String,
-    subject: String,
-    alias: Option<String>,
-    opens: i64,
-    first_open: Option<String>,
-    last_open: Option<String>,
-}
-
-/// The aliases the filter offers: those tracking now, and those with tracked messages.
-fn alias_options(conn: &Connection) -> rusqlite::Result<Vec<(i64, String)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT a.id, a.source FROM aliases a
-         WHERE a.tracking_enabled = 1
-            OR EXISTS (SELECT 1 FROM tracked_messages m WHERE m.alias_id = a.id)
-         ORDER BY a.source",
-    )?;
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
-}
-
-fn count_messages(conn: &Connection, f: &Filters) -> rusqlite::Result<i64> {
-    let (cond, params) = f.where_sql();
-    conn.query_row(
-        &format!("SELECT count(*) FROM tracked_messages m {cond}"),
-        params_from_iter(params),
-        |r| r.get(0),
-    )
-}
-
-/// The SQL of the list, newest first, with the open counts of each row (for a page, or all rows).
-fn rows_sql(f: &Filters, page: Option<i64>) -> (String, Vec<Value>) {
-    let (cond, mut params) = f.where_sql();
-    let mut sql = format!(
-        "SELECT m.message_id, m.created_at, m.sender, m.recipient, m.subject, a.source,
-                (SELECT count(*) FROM pixel_opens o WHERE o.message_id = m.message_id),
-                (SELECT min(o.opened_at) FROM pixel_opens o WHERE o.message_id = m.message_id),
-                (SELECT max(o.opened_at) FROM pixel_opens o WHERE o.message_id = m.message_id)
-         FROM tracked_messages m LEFT JOIN aliases a ON a.id = m.alias_id
-         {cond}
-         ORDER BY m.created_at DESC, m.id DESC"
-    );
-    if let Some(page) = page {
-        params.push(Value::Integer(PAGE_SIZE));
-        params.push(Value::Integer((page - 1) * PAGE_SIZE));
-        sql.push_str(&format!(
-            " LIMIT ?{} OFFSET ?{}",
-            params.len() - 1,
-            params.len()
-        ));
+/// The days the chart covers, and whether the range was cut to [`CHART_MAX_DAYS`].
+fn chart_range(f: &Filters, today: Day) -> (Day, Day, bool) {
+    let end =
+        f.to.unwrap_or_else(|| f.from.map_or(today, |from| from.max(today)));
+    let start = f.from.unwrap_or_else(|| end.plus(1 - CHART_DEFAULT_DAYS));
+    if start.until(end) >= CHART_MAX_DAYS {
+        (end.plus(1 - CHART_MAX_DAYS), end, true)
+    } else {
+        (start, end, false)
     }
-    (sql, params)
-}
-
-fn for_each_row(
-    conn: &Connection,
-    f: &Filters,
-    page: Option<i64>,
-    mut each: impl FnMut(Row),
-) -> rusqlite::Result<()> {
-    let (sql, params) = rows_sql(f, page);
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(params_from_iter(params))?;
-    while let Some(r) = rows.next()? {
-        each(Row {
-            message_id: r.get(0)?,
-            sent: r.get(1)?,
-            sender: r.get(2)?,
-            recipients: r.get(3)?,
-            subject: r.get(4)?,
-            alias: r.get(5)?,
-            opens: r.get(6)?,
-            first_open: r.get(7)?,
-            last_open: r.get(8)?,
-        });
-    }
-    Ok(())
-}
-
-const OPENS_PER_DAY: &str = "SELECT substr(o.opened_at, 1, 10), count(*) FROM pixel_opens o
-     WHERE o.opened_at >= ?1 AND o.opened_at < ?2 GROUP BY 1";
-const OPENS_PER_DAY_OF_ALIAS: &str = "SELECT substr(o.opened_at, 1, 10), count(*)
-     FROM tracked_messages m JOIN pixel_opens o ON o.message_id = m.message_id
-     WHERE m.alias_id = ?3 AND o.opened_at >= ?1 AND o.opened_at < ?2 GROUP BY 1";
-
-/// Opens per day from `start` to `end` (inclusive), of the messages of `alias` if given.
-fn opens_per_day(
-    conn: &Connection,
-    alias: Option<i64>,
-    start: Day,
-    end: Day,
-) -> rusqlite::Result<Vec<i64>> {
-    let mut counts = vec![0i64; (start.until(end) + 1).max(0) as usize];
-    let lo = Value::Text(start.to_string());
-    let hi = Value::Text(end.plus(1).to_string());
-    let (sql, params) = match alias {
-        None => (OPENS_PER_DAY, vec![lo, hi]),
-        Some(a) => (OPENS_PER_DAY_OF_ALIAS, vec![lo, hi, Value::Integer(a)]),
-    };
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params_from_iter(params), |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    for row in rows {
-        let (day, n) = row?;
-        if let Some(d) = Day::parse(&day) {
-            let i = start.until(d);
-            if (0..counts.len() as i64).contains(&i) {
-                counts[i as usize] += n;
-            }
-        }
-    }
-    Ok(counts)
 }
 
 /// Text that may hold long unbroken runs (addresses, user agents): a line-break opportunity (`wbr`)
@@ -332,7 +173,8 @@ fn breakable(text: &str) -> Markup {
     }
 }
 
-/// A message id as one URL path segment.
+/// A tracking id as one URL path segment (stored ids are base64url and pass unchanged; anything else
+/// is percent-encoded rather than trusted).
 fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -381,28 +223,28 @@ fn recipients_cell(recipients: &str) -> Markup {
 }
 
 struct ListData {
-    aliases: Vec<(i64, String)>,
+    aliases: Vec<AliasOption>,
     filters: Filters,
     errors: FilterErrors,
     total: i64,
     page: i64,
-    rows: Vec<Row>,
+    rows: Vec<MessageRow>,
     chart: (Day, Day, bool, Vec<i64>),
 }
 
 fn render_list(q: &FilterQuery, d: &ListData) -> Markup {
     let f = &d.filters;
     let pages = ((d.total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
-    let filtered = f.alias.is_some() || f.from.is_some() || f.to.is_some();
+    let filtered = !f.is_empty();
     let csv_href = {
-        let qs = f.query_string(None);
+        let qs = query_string(f, None);
         if qs.is_empty() {
             "/tracking.csv".to_string()
         } else {
             format!("/tracking.csv?{qs}")
         }
     };
-    let page_href = |p: i64| format!("/tracking?{}", f.query_string(Some(p)));
+    let page_href = |p: i64| format!("/tracking?{}", query_string(f, Some(p)));
     let (start, end, cut, counts) = &d.chart;
     html! {
         form.box method="get" action="/tracking" {
@@ -410,8 +252,8 @@ fn render_list(q: &FilterQuery, d: &ListData) -> Markup {
                 span { "Alias" }
                 select name="alias" aria-invalid=[d.errors.alias.as_ref().map(|_| "true")] {
                     option value="" { "All aliases" }
-                    @for (id, source) in &d.aliases {
-                        option value=(id) selected[f.alias == Some(*id)] { (source) }
+                    @for a in &d.aliases {
+                        option value=(a.id) selected[f.alias == Some(a.id)] { (a.source) }
                     }
                 }
                 @if let Some(e) = &d.errors.alias { span.error { (e) } }
@@ -450,12 +292,12 @@ fn render_list(q: &FilterQuery, d: &ListData) -> Markup {
                 } }
                 tbody {
                     @for r in &d.rows {
-                        tr data-message=(r.message_id) {
-                            (time_td(Some(&r.sent)))
+                        tr data-message=(r.tracking_id) {
+                            (time_td(Some(&r.sent_at)))
                             td title=[r.alias.as_ref().map(|a| format!("alias {a}"))] { (breakable(&r.sender)) }
                             td { (recipients_cell(&r.recipients)) }
                             td {
-                                a href={ "/tracking/" (path_segment(&r.message_id)) } {
+                                a href={ "/tracking/" (path_segment(&r.tracking_id)) } {
                                     @if r.subject.trim().is_empty() { "(no subject)" } @else { (breakable(&r.subject)) }
                                 }
                             }
@@ -491,13 +333,19 @@ async fn list(
     let data = state
         .db
         .call(move |conn| {
-            let aliases = alias_options(conn)?;
+            let aliases = report::alias_options(conn)?;
             let (filters, errors) = parse_filters(&query, &aliases);
-            let total = count_messages(conn, &filters)?;
-            let mut rows = Vec::new();
-            for_each_row(conn, &filters, Some(page), |r| rows.push(r))?;
-            let (start, end, cut) = filters.chart_range(today);
-            let counts = opens_per_day(conn, filters.alias, start, end)?;
+            let total = report::count_messages(conn, &filters)?;
+            let rows = report::list(
+                conn,
+                &filters,
+                Some(Page {
+                    number: page,
+                    size: PAGE_SIZE,
+                }),
+            )?;
+            let (start, end, cut) = chart_range(&filters, today);
+            let counts = report::opens_per_day(conn, filters.alias, start, end)?;
             Ok(ListData {
                 aliases,
                 filters,
@@ -531,7 +379,7 @@ async fn export(
     let body = state
         .db
         .call(move |conn| {
-            let aliases = alias_options(conn)?;
+            let aliases = report::alias_options(conn)?;
             let (filters, errors) = parse_filters(&q, &aliases);
             let problems = errors.messages();
             if !problems.is_empty() {
@@ -552,11 +400,11 @@ async fn export(
                     "Message ID",
                 ],
             );
-            for_each_row(conn, &filters, None, |r| {
+            report::for_each_row(conn, &filters, None, |r| {
                 csv::push_row(
                     &mut out,
                     &[
-                        r.sent.as_str(),
+                        r.sent_at.as_str(),
                         &r.sender,
                         &r.recipients,
                         &r.subject,
@@ -564,7 +412,7 @@ async fn export(
                         &r.opens.to_string(),
                         r.first_open.as_deref().unwrap_or(""),
                         r.last_open.as_deref().unwrap_or(""),
-                        &r.message_id,
+                        &r.tracking_id,
                     ],
                 );
             })?;
@@ -585,62 +433,11 @@ async fn export(
         .into_response())
 }
 
-/// One tracked message and its opens.
-struct MessageData {
-    row: Row,
-    alias_id: Option<i64>,
-    opens: Vec<(String, String, String)>,
-}
-
-fn load_message(conn: &Connection, id: &str) -> Result<MessageData, WebError> {
-    let found = conn
-        .query_row(
-            "SELECT m.message_id, m.created_at, m.sender, m.recipient, m.subject, a.source, a.id,
-                    (SELECT count(*) FROM pixel_opens o WHERE o.message_id = m.message_id)
-             FROM tracked_messages m LEFT JOIN aliases a ON a.id = m.alias_id
-             WHERE m.message_id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    Row {
-                        message_id: r.get(0)?,
-                        sent: r.get(1)?,
-                        sender: r.get(2)?,
-                        recipients: r.get(3)?,
-                        subject: r.get(4)?,
-                        alias: r.get(5)?,
-                        opens: r.get(7)?,
-                        first_open: None,
-                        last_open: None,
-                    },
-                    r.get::<_, Option<i64>>(6)?,
-                ))
-            },
-        )
-        .optional()?;
-    let (row, alias_id) = found.ok_or(WebError::NotFound)?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT opened_at, client_ip, user_agent FROM pixel_opens
-         WHERE message_id = ?1 ORDER BY opened_at, id LIMIT ?2",
-    )?;
-    let opens = stmt
-        .query_map((id, MAX_OPENS_LISTED as i64), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<rusqlite::Result<Vec<(String, String, String)>>>()?;
-    Ok(MessageData {
-        row,
-        alias_id,
-        opens,
-    })
-}
-
-fn render_message(d: &MessageData) -> Markup {
-    let r = &d.row;
+fn render_message(d: &MessageDetail) -> Markup {
     let labels: Vec<_> = d
-        .opens
+        .listed
         .iter()
-        .map(|(_, ip, ua)| proxies::classify(ua, ip))
+        .map(|o| proxies::classify(&o.user_agent, &o.client_ip))
         .collect();
     let automated = labels
         .iter()
@@ -651,44 +448,44 @@ fn render_message(d: &MessageData) -> Markup {
         p { a href="/tracking" { "← All tracked messages" } }
         table {
             tbody {
-                tr { th { "Subject" } td { @if r.subject.trim().is_empty() { span.muted { "(no subject)" } } @else { (breakable(&r.subject)) } } }
-                tr { th { "Sent (UTC)" } td { (r.sent) } }
-                tr { th { "Sender" } td { (breakable(&r.sender)) } }
+                tr { th { "Subject" } td { @if d.subject.trim().is_empty() { span.muted { "(no subject)" } } @else { (breakable(&d.subject)) } } }
+                tr { th { "Sent (UTC)" } td { (d.sent_at) } }
+                tr { th { "Sender" } td { (breakable(&d.sender)) } }
                 tr { th { "Recipients" } td {
-                    @for (i, rcpt) in r.recipients.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+                    @for (i, rcpt) in d.recipients.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
                         @if i > 0 { ", " }
                         (breakable(rcpt))
                     }
                 } }
                 tr { th { "Alias" } td {
-                    @match (&r.alias, d.alias_id) {
-                        (Some(a), Some(id)) => a href={ "/tracking?alias=" (id) } { (a) },
-                        _ => span.muted { "(alias deleted)" },
+                    @match &d.alias {
+                        Some(a) => a href={ "/tracking?alias=" (a.id) } { (a.source) },
+                        None => span.muted { "(alias deleted)" },
                     }
                 } }
-                tr { th { "Tracking id" } td { code { (r.message_id) } } }
+                tr { th { "Tracking id" } td { code { (d.tracking_id) } } }
             }
         }
         h2 { "Opens" }
-        @if d.opens.is_empty() {
+        @if d.listed.is_empty() {
             p.muted { "Not opened yet (or images were blocked)." }
         } @else {
             p {
-                (r.opens) @if r.opens == 1 { " open" } @else { " opens" }
+                (d.opens) @if d.opens == 1 { " open" } @else { " opens" }
                 @if automated > 0 {
                     ", " (automated) " of them by an image proxy or a scanner (those may happen without anyone reading the message)"
                 }
                 "."
-                @if r.opens > d.opens.len() as i64 { " The first " (d.opens.len()) " are listed." }
+                @if d.opens > d.listed.len() as i64 { " The first " (d.listed.len()) " are listed." }
             }
             table {
                 thead { tr { th { "Time (UTC)" } th { "Client IP" } th { "User agent" } th { "Fetched by" } } }
                 tbody {
-                    @for ((at, ip, ua), label) in d.opens.iter().zip(&labels) {
+                    @for (o, label) in d.listed.iter().zip(&labels) {
                         tr {
-                            (time_td(Some(at)))
-                            td { @if ip.is_empty() { span.muted { "–" } } @else { code { (ip) } } }
-                            td { @if ua.is_empty() { span.muted { "(none)" } } @else { (breakable(ua)) } }
+                            (time_td(Some(&o.opened_at)))
+                            td { @if o.client_ip.is_empty() { span.muted { "–" } } @else { code { (o.client_ip) } } }
+                            td { @if o.user_agent.is_empty() { span.muted { "(none)" } } @else { (breakable(&o.user_agent)) } }
                             td {
                                 @if let Some(l) = label {
                                     span class={ "pill label " (if l.kind == Kind::Client { "on" } else { "off" }) }
@@ -708,11 +505,15 @@ fn render_message(d: &MessageData) -> Markup {
 async fn message(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
-    Path(message_id): Path<String>,
+    Path(tracking_id): Path<String>,
 ) -> Result<Response, WebError> {
+    // Only a well-formed id can name a message; anything else is not found, without a query.
+    let tracking_id = TrackingId::parse(&tracking_id).map_err(|_| WebError::NotFound)?;
     let data = state
         .db
-        .call(move |conn| load_message(conn, &message_id))
+        .call(move |conn| {
+            report::message(conn, &tracking_id, MAX_OPENS_LISTED)?.ok_or(WebError::NotFound)
+        })
         .await?;
     let flash = state.auth.take_flash(&admin.session_id);
     Ok(views::page(
@@ -729,70 +530,12 @@ async fn message(
 mod tests {
     use super::*;
 
-    fn plan(conn: &Connection, sql: &str, params: Vec<Value>) -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt
-            .query_map(params_from_iter(params), |r| r.get::<_, String>(3))
-            .unwrap();
-        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
-    }
-
-    #[test]
-    fn queries_use_the_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = mailserver::db::open(&dir.path().join("t.db"), 1).unwrap();
-        let conn = pool.get().unwrap();
-        let day = Day::parse("2024-05-01");
-        for (filters, index) in [
-            (Filters::default(), "tracked_messages_created"),
-            (
-                Filters {
-                    alias: None,
-                    from: day,
-                    to: day,
-                },
-                "tracked_messages_created",
-            ),
-            (
-                Filters {
-                    alias: Some(1),
-                    from: day,
-                    to: None,
-                },
-                "tracked_messages_alias",
-            ),
-        ] {
-            let (sql, params) = rows_sql(&filters, Some(2));
-            let p = plan(&conn, &sql, params);
-            assert!(p.contains(index), "{p}");
-            assert!(p.contains("pixel_opens_message"), "{p}");
-            assert!(!p.contains("TEMP B-TREE"), "{p}");
-            assert!(!p.contains("SCAN o"), "{p}");
-        }
-        let range = || {
-            vec![
-                Value::Text("2024-05-01".into()),
-                Value::Text("2024-05-02".into()),
-            ]
-        };
-        let p = plan(&conn, OPENS_PER_DAY, range());
-        assert!(
-            p.contains("USING COVERING INDEX pixel_opens_opened")
-                || p.contains("USING INDEX pixel_opens_opened"),
-            "{p}"
-        );
-        let mut params = range();
-        params.push(Value::Integer(1));
-        let p = plan(&conn, OPENS_PER_DAY_OF_ALIAS, params);
-        assert!(
-            p.contains("tracked_messages_alias") && p.contains("pixel_opens_message"),
-            "{p}"
-        );
-    }
-
     #[test]
     fn filters() {
-        let aliases = vec![(3, "a@example.test".to_string())];
+        let aliases = vec![AliasOption {
+            id: 3,
+            source: "a@example.test".to_string(),
+        }];
         let q = |alias: &str, from: &str, to: &str| FilterQuery {
             alias: Some(alias.into()),
             from: Some(from.into()),
@@ -803,7 +546,7 @@ mod tests {
         assert_eq!(f.alias, Some(3));
         assert!(e.messages().is_empty());
         assert_eq!(
-            f.query_string(Some(2)),
+            query_string(&f, Some(2)),
             "alias=3&from=2024-05-01&to=2024-05-03&page=2"
         );
         let (f, e) = parse_filters(&q("4", "2024-02-30", "x"), &aliases);
@@ -819,25 +562,25 @@ mod tests {
         let today = Day::parse("2024-05-31").unwrap();
         let d = |s| Day::parse(s).unwrap();
         let f = Filters::default();
-        assert_eq!(f.chart_range(today), (d("2024-05-02"), today, false));
+        assert_eq!(chart_range(&f, today), (d("2024-05-02"), today, false));
         let f = Filters {
             from: Some(d("2024-05-20")),
             ..Filters::default()
         };
-        assert_eq!(f.chart_range(today), (d("2024-05-20"), today, false));
+        assert_eq!(chart_range(&f, today), (d("2024-05-20"), today, false));
         let f = Filters {
             to: Some(d("2024-04-30")),
             ..Filters::default()
         };
         assert_eq!(
-            f.chart_range(today),
+            chart_range(&f, today),
             (d("2024-04-01"), d("2024-04-30"), false)
         );
         let f = Filters {
             from: Some(d("2020-01-01")),
             ..Filters::default()
         };
-        assert_eq!(f.chart_range(today), (d("2023-06-01"), today, true));
+        assert_eq!(chart_range(&f, today), (d("2023-06-01"), today, true));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use maud::{Markup, html};
 
-use super::dates::Day;
+use mailserver::day::Day;
 
 const WIDTH: f64 = 1000.0;
 const HEIGHT: f64 = 260.0;

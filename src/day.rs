@@ -1,11 +1,16 @@
 //! Calendar days (UTC) without a date library: parsing `YYYY-MM-DD`, today, and day arithmetic.
+//!
+//! The database stores times as UTC text (`YYYY-MM-DD HH:MM:SS`, SQLite's `datetime('now')`), so a
+//! day is both what a filter compares against (the text sorts like the time) and what a chart counts
+//! by. It lives in the library because the queries that take days as bounds live here
+//! ([`crate::store::tracking::report`]); the dashboard parses its form input with the same type.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A calendar day, counted from 1970-01-01.
+/// A calendar day, counted from 1970-01-01. Prints as `YYYY-MM-DD`, the prefix of a stored time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Day(i64);
+pub struct Day(i64);
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -37,7 +42,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 
 impl Day {
     /// A strict `YYYY-MM-DD` between 1970 and 9999 that exists in the calendar.
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         let b = s.as_bytes();
         if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
             return None;
@@ -57,7 +62,8 @@ impl Day {
         (civil_from_days(day) == (y, m, d)).then_some(Self(day))
     }
 
-    pub(crate) fn today() -> Self {
+    /// Today in UTC (the day of the stored times).
+    pub fn today() -> Self {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -65,17 +71,18 @@ impl Day {
         Self(secs.div_euclid(86_400))
     }
 
-    pub(crate) fn plus(self, days: i64) -> Self {
+    /// The day `days` later (earlier when negative).
+    pub fn plus(self, days: i64) -> Self {
         Self(self.0 + days)
     }
 
     /// Days from `self` to `later` (negative when `later` is earlier).
-    pub(crate) fn until(self, later: Self) -> i64 {
+    pub fn until(self, later: Self) -> i64 {
         later.0 - self.0
     }
 
     /// A short label such as `Mar 7`.
-    pub(crate) fn short(self) -> String {
+    pub fn short(self) -> String {
         let (_, m, d) = civil_from_days(self.0);
         format!("{} {d}", MONTHS[(m - 1) as usize])
     }
