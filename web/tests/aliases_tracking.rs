@@ -908,7 +908,7 @@ async fn csv_export_is_quoted_and_safe_for_spreadsheets() {
             "Opens",
             "First open (UTC)",
             "Last open (UTC)",
-            "Message ID"
+            "Tracking ID"
         ]
     );
     assert_eq!(records.len(), 121);

@@ -397,7 +397,7 @@ async fn export(
                     "Opens",
                     "First open (UTC)",
                     "Last open (UTC)",
-                    "Message ID",
+                    "Tracking ID",
                 ],
             );
             report::for_each_row(conn, &filters, None, |r| {
