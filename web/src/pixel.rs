@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::auth::{client_ip, peer_ip};
+use crate::client_ip::{client_ip, peer_ip};
 use crate::state::{AppState, Db};
 
 /// A 1x1 transparent GIF.
