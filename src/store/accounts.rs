@@ -26,7 +26,8 @@ const SELECT: &str =
     "SELECT a.id, a.username, d.domain, a.name, a.active, a.quota, a.password_hash, d.active
                       FROM accounts a JOIN domains d ON d.id = a.domain_id";
 
-fn build(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+/// A row of [`SELECT`] as stored; [`validate`] makes it an [`Account`].
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -41,7 +42,8 @@ fn build(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
 
 type Raw = (i64, String, String, String, bool, i64, String, bool);
 
-fn account(raw: Raw) -> Result<Account, StoreError> {
+/// Re-validates the names on the way out, so a row edited by hand cannot reach a configuration file.
+fn validate(raw: Raw) -> Result<Account, StoreError> {
     let (id, user, domain, name, active, quota, password_hash, domain_active) = raw;
     Ok(Account {
         id,
@@ -56,8 +58,8 @@ fn account(raw: Raw) -> Result<Account, StoreError> {
 
 pub fn list(conn: &Connection) -> Result<Vec<Account>, StoreError> {
     let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY d.domain, a.username"))?;
-    let rows = stmt.query_map([], build)?;
-    rows.map(|r| account(r?)).collect()
+    let rows = stmt.query_map([], from_row)?;
+    rows.map(|r| validate(r?)).collect()
 }
 
 pub fn get(conn: &Connection, address: &Address) -> Result<Account, StoreError> {
@@ -65,21 +67,22 @@ pub fn get(conn: &Connection, address: &Address) -> Result<Account, StoreError> 
         .query_row(
             &format!("{SELECT} WHERE d.domain = ?1 AND a.username = ?2"),
             (address.domain().as_str(), address.local().as_str()),
-            build,
+            from_row,
         )
         .optional()?
         .ok_or_else(|| StoreError::NotFound {
             what: "account",
             key: address.to_string(),
         })?;
-    account(raw)
+    validate(raw)
 }
 
 fn check_quota(quota_mb: u32) -> Result<(), StoreError> {
     if quota_mb > MAX_QUOTA_MB {
-        return Err(StoreError::Conflict(format!(
-            "the quota is too large (at most {MAX_QUOTA_MB} MiB)"
-        )));
+        return Err(StoreError::QuotaTooLarge {
+            quota_mb,
+            max_mb: MAX_QUOTA_MB,
+        });
     }
     Ok(())
 }
@@ -100,9 +103,9 @@ pub fn add(
         |r| r.get(0),
     )?;
     if is_alias {
-        return Err(StoreError::Conflict(format!(
-            "{address} is already an alias; remove the alias first"
-        )));
+        return Err(StoreError::AddressIsAlias {
+            address: address.to_string(),
+        });
     }
     let hash = password::hash(password)?;
     match conn.execute(
@@ -224,7 +227,10 @@ mod tests {
         domains::add(&conn, &Domain::parse("nowhere.example").unwrap()).unwrap();
         assert!(add(&conn, &a, "", 0, "").is_err());
         assert!(add(&conn, &a, "pw", 0, "Bob\nEvil").is_err());
-        assert!(add(&conn, &a, "pw", MAX_QUOTA_MB + 1, "").is_err());
+        assert!(matches!(
+            add(&conn, &a, "pw", MAX_QUOTA_MB + 1, ""),
+            Err(StoreError::QuotaTooLarge { .. })
+        ));
         assert!(list(&conn).unwrap().is_empty());
     }
 }

@@ -21,7 +21,8 @@ type Raw = (i64, String, String, bool, bool, bool);
 const SELECT: &str = "SELECT a.id, a.source, a.destination, a.active, a.tracking_enabled, d.active
                       FROM aliases a JOIN domains d ON d.id = a.domain_id";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+/// A row of [`SELECT`] as stored; [`validate`] makes it an [`Alias`].
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -32,7 +33,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
     ))
 }
 
-fn alias(raw: Raw) -> Result<Alias, StoreError> {
+/// Re-validates the addresses on the way out, so a row edited by hand cannot reach a configuration
+/// file.
+fn validate(raw: Raw) -> Result<Alias, StoreError> {
     let (id, source, destination, active, tracking_enabled, domain_active) = raw;
     Ok(Alias {
         id,
@@ -46,8 +49,8 @@ fn alias(raw: Raw) -> Result<Alias, StoreError> {
 
 pub fn list(conn: &Connection) -> Result<Vec<Alias>, StoreError> {
     let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY a.source"))?;
-    let rows = stmt.query_map([], row)?;
-    rows.map(|r| alias(r?)).collect()
+    let rows = stmt.query_map([], from_row)?;
+    rows.map(|r| validate(r?)).collect()
 }
 
 pub fn get(conn: &Connection, source: &AliasSource) -> Result<Alias, StoreError> {
@@ -55,14 +58,26 @@ pub fn get(conn: &Connection, source: &AliasSource) -> Result<Alias, StoreError>
         .query_row(
             &format!("{SELECT} WHERE a.source = ?1"),
             [source.key()],
-            row,
+            from_row,
         )
         .optional()?
         .ok_or_else(|| StoreError::NotFound {
             what: "alias",
             key: source.key(),
         })?;
-    alias(raw)
+    validate(raw)
+}
+
+/// The alias with this row id (the dashboard names aliases by id in its URLs).
+pub fn get_by_id(conn: &Connection, id: i64) -> Result<Alias, StoreError> {
+    let raw = conn
+        .query_row(&format!("{SELECT} WHERE a.id = ?1"), [id], from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "alias",
+            key: format!("#{id}"),
+        })?;
+    validate(raw)
 }
 
 pub fn add(
@@ -74,14 +89,14 @@ pub fn add(
     let domain = domain_id(conn, source.domain())?;
     if let AliasSource::Address(address) = source {
         if super::accounts::get(conn, address).is_ok() {
-            return Err(StoreError::Conflict(format!(
-                "{address} is an account; an alias cannot have the same address"
-            )));
+            return Err(StoreError::AddressIsAccount {
+                address: address.to_string(),
+            });
         }
         if destinations.addresses().contains(address) {
-            return Err(StoreError::Conflict(format!(
-                "{address} cannot forward to itself"
-            )));
+            return Err(StoreError::AliasForwardsToItself {
+                address: address.to_string(),
+            });
         }
     }
     match conn.execute(
@@ -180,6 +195,12 @@ mod tests {
         let got = get(&conn, &src).unwrap();
         assert!(!got.tracking_enabled && !got.active);
         assert_eq!(got.destinations.to_string(), "carol@example.com");
+        let by_id = get_by_id(&conn, a.id).unwrap();
+        assert_eq!(by_id.source.key(), "sales@example.com");
+        assert!(matches!(
+            get_by_id(&conn, a.id + 100),
+            Err(StoreError::NotFound { .. })
+        ));
         let all = AliasSource::parse("@example.com").unwrap();
         add(
             &conn,
@@ -213,7 +234,7 @@ mod tests {
                 &dst,
                 false
             ),
-            Err(StoreError::Conflict(_))
+            Err(StoreError::AddressIsAccount { .. })
         ));
         assert!(matches!(
             add(
@@ -225,14 +246,21 @@ mod tests {
             Err(StoreError::UnknownDomain { .. })
         ));
         let loop_ = AliasSource::parse("l@example.com").unwrap();
-        assert!(
+        assert!(matches!(
             add(
                 &conn,
                 &loop_,
                 &Destinations::parse("l@example.com").unwrap(),
                 false
-            )
-            .is_err()
-        );
+            ),
+            Err(StoreError::AliasForwardsToItself { .. })
+        ));
+        // And the other way round: no account where an alias is.
+        let sales = Address::parse("sales@example.com").unwrap();
+        add(&conn, &AliasSource::Address(sales.clone()), &dst, false).unwrap();
+        assert!(matches!(
+            accounts::add(&conn, &sales, "pw", 0, ""),
+            Err(StoreError::AddressIsAlias { .. })
+        ));
     }
 }

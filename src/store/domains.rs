@@ -24,10 +24,28 @@ pub struct DkimKey {
     pub public_b64: String,
 }
 
+/// How many accounts and aliases use a domain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub accounts: i64,
+    pub aliases: i64,
+}
+
+impl Usage {
+    pub fn in_use(&self) -> bool {
+        self.accounts > 0 || self.aliases > 0
+    }
+}
+
 const COLUMNS: &str =
     "id, domain, active, dkim_selector, dkim_private_key, dkim_public_key, created_at";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+/// The counts of [`Usage`] for the domain row `d`, as two columns.
+const USAGE_COLUMNS: &str = "(SELECT count(*) FROM accounts WHERE domain_id = d.id),
+                             (SELECT count(*) FROM aliases WHERE domain_id = d.id)";
+
+/// A row starting with [`COLUMNS`] as stored; [`validate`] makes it a [`DomainRecord`].
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -39,7 +57,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     ))
 }
 
-type RawRow = (
+type Raw = (
     i64,
     String,
     bool,
@@ -49,7 +67,8 @@ type RawRow = (
     String,
 );
 
-fn build(raw: RawRow) -> Result<DomainRecord, StoreError> {
+/// Re-validates the names on the way out (see [`DomainRecord`]).
+fn validate(raw: Raw) -> Result<DomainRecord, StoreError> {
     let (id, domain, active, sel, private, public, created_at) = raw;
     let dkim = match (sel, private, public) {
         (Some(s), Some(private_pem), Some(public_b64)) => Some(DkimKey {
@@ -71,7 +90,7 @@ fn build(raw: RawRow) -> Result<DomainRecord, StoreError> {
 pub fn list(conn: &Connection) -> Result<Vec<DomainRecord>, StoreError> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM domains ORDER BY domain"))?;
     let rows = stmt.query_map([], from_row)?;
-    rows.map(|r| build(r?)).collect()
+    rows.map(|r| validate(r?)).collect()
 }
 
 pub fn get(conn: &Connection, domain: &Domain) -> Result<DomainRecord, StoreError> {
@@ -86,7 +105,39 @@ pub fn get(conn: &Connection, domain: &Domain) -> Result<DomainRecord, StoreErro
             what: "domain",
             key: domain.to_string(),
         })?;
-    build(raw)
+    validate(raw)
+}
+
+/// Every domain with its usage, in one statement (so the counts belong to the list).
+pub fn list_with_usage(conn: &Connection) -> Result<Vec<(DomainRecord, Usage)>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS}, {USAGE_COLUMNS} FROM domains d ORDER BY domain"
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        let usage = Usage {
+            accounts: r.get(7)?,
+            aliases: r.get(8)?,
+        };
+        Ok((from_row(r)?, usage))
+    })?;
+    rows.map(|r| {
+        let (raw, usage) = r?;
+        Ok((validate(raw)?, usage))
+    })
+    .collect()
+}
+
+fn usage_of(conn: &Connection, id: i64) -> Result<Usage, StoreError> {
+    Ok(conn.query_row(
+        &format!("SELECT {USAGE_COLUMNS} FROM domains d WHERE d.id = ?1"),
+        [id],
+        |r| {
+            Ok(Usage {
+                accounts: r.get(0)?,
+                aliases: r.get(1)?,
+            })
+        },
+    )?)
 }
 
 /// Adds a domain with a fresh RSA-2048 DKIM key (selector `mail`).
@@ -153,19 +204,15 @@ pub fn set_active(conn: &Connection, domain: &Domain, active: bool) -> Result<()
 }
 
 /// Removes a domain. Refused while accounts or aliases use it, unless `cascade` removes them too.
-pub fn remove(conn: &Connection, domain: &Domain, cascade: bool) -> Result<(), StoreError> {
+/// Returns what was removed with it.
+pub fn remove(conn: &Connection, domain: &Domain, cascade: bool) -> Result<Usage, StoreError> {
     let record = get(conn, domain)?;
-    let (accounts, aliases): (i64, i64) = conn.query_row(
-        "SELECT (SELECT count(*) FROM accounts WHERE domain_id = ?1),
-                (SELECT count(*) FROM aliases WHERE domain_id = ?1)",
-        [record.id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    if (accounts > 0 || aliases > 0) && !cascade {
+    let usage = usage_of(conn, record.id)?;
+    if usage.in_use() && !cascade {
         return Err(StoreError::DomainInUse {
             domain: domain.to_string(),
-            accounts,
-            aliases,
+            accounts: usage.accounts,
+            aliases: usage.aliases,
         });
     }
     let tx = conn.unchecked_transaction()?;
@@ -173,13 +220,58 @@ pub fn remove(conn: &Connection, domain: &Domain, cascade: bool) -> Result<(), S
     tx.execute("DELETE FROM aliases WHERE domain_id = ?1", [record.id])?;
     tx.execute("DELETE FROM domains WHERE id = ?1", [record.id])?;
     tx.commit()?;
-    Ok(())
+    Ok(usage)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testutil;
+    use crate::names::{Address, AliasSource, Destinations};
+    use crate::store::{accounts, aliases, testutil};
+
+    #[test]
+    fn list_with_usage_counts_per_domain() {
+        let (_dir, conn) = testutil::conn();
+        let one = Domain::parse("one.example").unwrap();
+        let two = Domain::parse("two.example").unwrap();
+        add(&conn, &one).unwrap();
+        add(&conn, &two).unwrap();
+        for user in ["a", "b"] {
+            let address = Address::parse(&format!("{user}@one.example")).unwrap();
+            accounts::add(&conn, &address, "pw", 0, "").unwrap();
+        }
+        aliases::add(
+            &conn,
+            &AliasSource::parse("@two.example").unwrap(),
+            &Destinations::parse("a@one.example").unwrap(),
+            false,
+        )
+        .unwrap();
+        let got: Vec<(String, Usage)> = list_with_usage(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|(d, u)| (d.domain.to_string(), u))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "one.example".into(),
+                    Usage {
+                        accounts: 2,
+                        aliases: 0
+                    }
+                ),
+                (
+                    "two.example".into(),
+                    Usage {
+                        accounts: 0,
+                        aliases: 1
+                    }
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn add_list_rotate_remove() {
@@ -194,7 +286,7 @@ mod tests {
         assert_ne!(after.dkim.unwrap().public_b64, rec.dkim.unwrap().public_b64);
         set_active(&conn, &d, false).unwrap();
         assert!(!list(&conn).unwrap()[0].active);
-        remove(&conn, &d, false).unwrap();
+        assert_eq!(remove(&conn, &d, false).unwrap(), Usage::default());
         assert!(list(&conn).unwrap().is_empty());
     }
 
@@ -209,7 +301,13 @@ mod tests {
             remove(&conn, &d, false),
             Err(StoreError::DomainInUse { accounts: 1, .. })
         ));
-        remove(&conn, &d, true).unwrap();
+        assert_eq!(
+            remove(&conn, &d, true).unwrap(),
+            Usage {
+                accounts: 1,
+                aliases: 0
+            }
+        );
         assert!(crate::store::accounts::list(&conn).unwrap().is_empty());
     }
 }

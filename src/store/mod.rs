@@ -1,7 +1,16 @@
-//! Changes to the database: domains, accounts, aliases and admins, each through validated types.
+//! The owner of every table: admins, domains, accounts, aliases, tracking (`tracked_messages`,
+//! `pixel_opens`) and settings. The first four and tracking are read and written only through this
+//! module's typed functions over validated types; the settings table only through [`Settings`] (its
+//! two statements sit beside the parsing of the values), which [`Snapshot`] reads here.
 //!
-//! These functions only touch the database; the caller then calls [`crate::apply`] so the daemons see
-//! the change. [`Snapshot`] reads everything the renderers need in one transaction.
+//! Why one owner: the CLI, the milter and the dashboard are separate processes sharing one SQLite
+//! file, so its tables are the contract between them. With every statement in the library, a column
+//! rename is one change in one crate, checked by its tests, and the web and milter crates hold no SQL
+//! text at all. The schema itself is the migrations in `sql/`, applied by [`crate::db`].
+//!
+//! These functions only touch the database; after a change to domains, accounts or aliases the caller
+//! calls [`crate::apply`] so the daemons see it. [`Snapshot`] reads everything the renderers need in
+//! one transaction.
 
 pub mod accounts;
 pub mod admins;
@@ -46,8 +55,16 @@ pub enum StoreError {
         accounts: i64,
         aliases: i64,
     },
-    #[error("{0}")]
-    Conflict(String),
+    #[error("the quota is too large (at most {max_mb} MiB)")]
+    QuotaTooLarge { quota_mb: u32, max_mb: u32 },
+    /// An account was to be added at an address that is already an alias's source.
+    #[error("{address} is already an alias; remove the alias first")]
+    AddressIsAlias { address: String },
+    /// An alias was to be added at an address that is already an account.
+    #[error("{address} is an account; an alias cannot have the same address")]
+    AddressIsAccount { address: String },
+    #[error("{address} cannot forward to itself")]
+    AliasForwardsToItself { address: String },
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
 }

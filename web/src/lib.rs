@@ -2,12 +2,15 @@
 //!
 //! [`app`] builds the whole router from an [`AppState`], so tests drive it in-process with
 //! `tower::ServiceExt::oneshot` and the binary only binds, serves HTTPS and shuts down. Dashboard
-//! routes sit behind [`auth::require_admin`] (Basic + TOTP, then a session cookie) and
+//! routes sit behind [`login::require_admin`] (Basic + TOTP, then a session cookie) and
 //! [`security::csrf`]; every response gets the security headers. Server-rendered HTML (maud) that
 //! works without JavaScript.
 
 pub mod auth;
+pub mod client_ip;
 pub mod error;
+pub mod flash;
+pub mod login;
 pub mod pages;
 pub mod pixel;
 pub mod security;
@@ -29,7 +32,7 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(security::csrf))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_admin,
+            login::require_admin,
         ));
     Router::new()
         .route(mailserver::tracking::PIXEL_PATH, get(pixel::pixel))

@@ -17,7 +17,7 @@ use mailserver::store::tracking::{Open, OpenRecorder};
 use mailserver::tracking::TrackingId;
 use tokio::task::JoinHandle;
 
-use crate::auth::{client_ip, peer_ip};
+use crate::client_ip::{client_ip, peer_ip};
 use crate::state::AppState;
 
 /// A 1x1 transparent GIF.

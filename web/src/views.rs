@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::auth::Admin;
+use crate::flash::Flash;
 
 /// The sections of the dashboard, in navigation order: (path, label).
 pub const NAV: &[(&str, &str)] = &[
@@ -57,43 +58,6 @@ pub fn page(
                     (content)
                 }
             }
-        }
-    }
-}
-
-/// A one-line message shown at the top of the next page.
-#[derive(Debug, Clone)]
-pub struct Flash {
-    pub kind: FlashKind,
-    pub text: String,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum FlashKind {
-    Ok,
-    Error,
-}
-
-impl FlashKind {
-    fn class(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Error => "error",
-        }
-    }
-}
-
-impl Flash {
-    pub fn ok(text: impl Into<String>) -> Self {
-        Self {
-            kind: FlashKind::Ok,
-            text: text.into(),
-        }
-    }
-    pub fn error(text: impl Into<String>) -> Self {
-        Self {
-            kind: FlashKind::Error,
-            text: text.into(),
         }
     }
 }

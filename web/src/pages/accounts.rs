@@ -77,9 +77,10 @@ impl Errors {
     }
 }
 
-/// The add form as the user filled it in (never the password).
+/// The posted add form; also what the form redisplays when it comes back with errors (never the
+/// password, which is taken out before).
 #[derive(Default, Deserialize)]
-struct AddInput {
+struct AddPost {
     #[serde(default)]
     local: String,
     #[serde(default)]
@@ -119,7 +120,7 @@ async fn render_list(
     state: &AppState,
     admin: &Admin,
     status: StatusCode,
-    form: AddInput,
+    form: AddPost,
     errors: Errors,
 ) -> Result<Response, WebError> {
     let (accounts, domains) = state
@@ -220,7 +221,7 @@ async fn list(
         &state,
         &admin,
         StatusCode::OK,
-        AddInput::default(),
+        AddPost::default(),
         Errors::default(),
     )
     .await
@@ -229,7 +230,7 @@ async fn list(
 async fn add(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
-    Form(mut input): Form<AddInput>,
+    Form(mut input): Form<AddPost>,
 ) -> Result<Response, WebError> {
     let mut errors = Errors::default();
     let local = LocalPart::parse(input.local.trim())
@@ -279,9 +280,10 @@ async fn add(
         Err(e) => e,
     };
     match error {
-        StoreError::Exists { .. } | StoreError::Conflict(_) => {
+        StoreError::Exists { .. } | StoreError::AddressIsAlias { .. } => {
             errors.local = Some(error.to_string())
         }
+        StoreError::QuotaTooLarge { .. } => errors.quota = Some(error.to_string()),
         StoreError::UnknownDomain { .. } => errors.domain = Some(error.to_string()),
         StoreError::Password(_) => errors.password = Some(error.to_string()),
         StoreError::Name(_) => errors.name = Some(error.to_string()),
@@ -297,8 +299,8 @@ async fn add(
     .await
 }
 
-/// The details form as shown: from the account, or as the user submitted it.
-struct Details {
+/// What the details form shows: from the account, or as the user posted it.
+struct DetailsView {
     name: String,
     quota: String,
     active: bool,
@@ -309,7 +311,7 @@ async fn render_edit(
     admin: &Admin,
     address: Address,
     status: StatusCode,
-    details: Option<Details>,
+    details: Option<DetailsView>,
     errors: Errors,
 ) -> Result<Response, WebError> {
     let a = address.clone();
@@ -322,7 +324,7 @@ async fn render_edit(
     } else {
         state.auth.take_flash(&admin.session_id)
     };
-    let details = details.unwrap_or_else(|| Details {
+    let details = details.unwrap_or_else(|| DetailsView {
         name: account.name.clone(),
         quota: account.quota_mb.to_string(),
         active: account.active,
@@ -382,8 +384,9 @@ async fn edit(
     .await
 }
 
+/// The posted details form.
 #[derive(Deserialize)]
-struct DetailsInput {
+struct DetailsPost {
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -396,7 +399,7 @@ async fn save(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
     Path(raw): Path<String>,
-    Form(input): Form<DetailsInput>,
+    Form(input): Form<DetailsPost>,
 ) -> Result<Response, WebError> {
     let address = path_address(&raw)?;
     let active = input.active.as_deref().is_some_and(|v| !v.is_empty());
@@ -407,7 +410,7 @@ async fn save(
     let quota = parse_quota(&input.quota)
         .map_err(|e| errors.quota = Some(e))
         .ok();
-    let submitted = Details {
+    let submitted = DetailsView {
         name: input.name,
         quota: input.quota,
         active,
@@ -457,7 +460,7 @@ async fn save(
             )
             .await
         }
-        Err(e @ StoreError::Conflict(_)) => {
+        Err(e @ StoreError::QuotaTooLarge { .. }) => {
             errors.quota = Some(e.to_string());
             render_edit(
                 &state,
@@ -473,8 +476,9 @@ async fn save(
     }
 }
 
+/// The posted password form.
 #[derive(Deserialize)]
-struct PasswordInput {
+struct PasswordPost {
     #[serde(default)]
     password: String,
 }
@@ -483,7 +487,7 @@ async fn set_password(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
     Path(raw): Path<String>,
-    Form(input): Form<PasswordInput>,
+    Form(input): Form<PasswordPost>,
 ) -> Result<Response, WebError> {
     let address = path_address(&raw)?;
     let a = address.clone();

@@ -11,13 +11,13 @@ use mailserver::names::{AliasSource, Destinations, NameError};
 use mailserver::store::StoreError;
 use mailserver::store::aliases::{self, Alias};
 use maud::{Markup, html};
-use rusqlite::OptionalExtension as _;
 use serde::Deserialize;
 
 use crate::auth::Admin;
 use crate::error::WebError;
+use crate::flash::Flash;
 use crate::state::AppState;
-use crate::views::{self, Flash};
+use crate::views;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,9 +40,9 @@ impl Errors {
     }
 }
 
-/// What the user typed into the add form (kept when the form comes back with errors).
+/// The posted add form; also what the form redisplays when it comes back with errors.
 #[derive(Debug, Default, Deserialize)]
-struct AddForm {
+struct AddPost {
     #[serde(default)]
     source: String,
     #[serde(default)]
@@ -52,16 +52,18 @@ struct AddForm {
     tracking: Option<String>,
 }
 
+/// The posted edit form; also what the edit page shows (filled from the alias on a GET).
 #[derive(Debug, Default, Deserialize)]
-struct EditForm {
+struct EditPost {
     #[serde(default)]
     destination: String,
     #[serde(default)]
     active: Option<String>,
 }
 
+/// The posted tracking switch.
 #[derive(Debug, Deserialize)]
-struct TrackingForm {
+struct TrackingPost {
     #[serde(default)]
     tracking: String,
 }
@@ -115,14 +117,7 @@ fn parse_destinations(input: &str) -> Result<Destinations, String> {
 
 /// The alias a URL names; unknown (or non-numeric) ids are a 404.
 fn alias_by_id(conn: &rusqlite::Connection, id: i64) -> Result<Alias, WebError> {
-    let source: Option<String> = conn
-        .query_row("SELECT source FROM aliases WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    let source = source.ok_or(WebError::NotFound)?;
-    let source = AliasSource::parse(&source).map_err(|e| WebError::Internal(e.to_string()))?;
-    Ok(aliases::get(conn, &source)?)
+    Ok(aliases::get_by_id(conn, id)?)
 }
 
 fn parse_id(id: &str) -> Result<i64, WebError> {
@@ -134,7 +129,8 @@ fn store_error_message(e: StoreError) -> Result<String, WebError> {
     match e {
         StoreError::Exists { key, .. } => Ok(format!("An alias for {key} exists already.")),
         e @ (StoreError::UnknownDomain { .. }
-        | StoreError::Conflict(_)
+        | StoreError::AddressIsAccount { .. }
+        | StoreError::AliasForwardsToItself { .. }
         | StoreError::Name(_)
         | StoreError::NotFound { .. }) => Ok(sentence(&e.to_string())),
         other => Err(other.into()),
@@ -144,7 +140,7 @@ fn store_error_message(e: StoreError) -> Result<String, WebError> {
 fn render_list(
     admin: &Admin,
     list: &[Alias],
-    form: &AddForm,
+    form: &AddPost,
     errors: &Errors,
     flash: Option<&Flash>,
 ) -> Markup {
@@ -229,7 +225,7 @@ fn render_list(
 async fn list_page(
     state: &AppState,
     admin: &Admin,
-    form: &AddForm,
+    form: &AddPost,
     errors: &Errors,
     status: StatusCode,
 ) -> Result<Response, WebError> {
@@ -249,7 +245,7 @@ async fn list(
     list_page(
         &state,
         &admin,
-        &AddForm::default(),
+        &AddPost::default(),
         &Errors::default(),
         StatusCode::OK,
     )
@@ -257,7 +253,7 @@ async fn list(
 }
 
 /// Validates the add form: both values, and that an address does not forward to itself.
-fn check_add(form: &AddForm) -> Result<(AliasSource, Destinations), Errors> {
+fn check_add(form: &AddPost) -> Result<(AliasSource, Destinations), Errors> {
     let mut errors = Errors::default();
     let source = parse_source(&form.source)
         .map_err(|e| errors.source = Some(e))
@@ -278,7 +274,7 @@ fn check_add(form: &AddForm) -> Result<(AliasSource, Destinations), Errors> {
 async fn add(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
-    Form(form): Form<AddForm>,
+    Form(form): Form<AddPost>,
 ) -> Result<Response, WebError> {
     let (source, destinations) = match check_add(&form) {
         Ok(v) => v,
@@ -335,7 +331,7 @@ async fn add(
 fn render_edit(
     admin: &Admin,
     alias: &Alias,
-    form: &EditForm,
+    form: &EditPost,
     errors: &Errors,
     flash: Option<&Flash>,
 ) -> Markup {
@@ -368,7 +364,7 @@ async fn edit_page(
 ) -> Result<Response, WebError> {
     let id = parse_id(&id)?;
     let alias = state.db.call(move |conn| alias_by_id(conn, id)).await?;
-    let form = EditForm {
+    let form = EditPost {
         destination: alias
             .destinations
             .addresses()
@@ -386,7 +382,7 @@ async fn edit(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
-    Form(form): Form<EditForm>,
+    Form(form): Form<EditPost>,
 ) -> Result<Response, WebError> {
     let id = parse_id(&id)?;
     let alias = state.db.call(move |conn| alias_by_id(conn, id)).await?;
@@ -433,7 +429,7 @@ async fn set_tracking(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
-    Form(form): Form<TrackingForm>,
+    Form(form): Form<TrackingPost>,
 ) -> Result<Response, WebError> {
     let id = parse_id(&id)?;
     let on = match form.tracking.as_str() {

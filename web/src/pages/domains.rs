@@ -2,8 +2,6 @@
 //! while accounts or aliases use the domain unless the admin ticks the cascade box), DKIM key rotation,
 //! and a page per domain with the DNS records to publish.
 
-use std::collections::HashMap;
-
 use axum::Router;
 use axum::extract::{Extension, Form, Path, State};
 use axum::http::StatusCode;
@@ -11,15 +9,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mailserver::names::Domain;
 use mailserver::settings::Settings;
+use mailserver::store::domains::Usage;
 use mailserver::store::{self, StoreError};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::auth::Admin;
 use crate::error::WebError;
+use crate::flash::Flash;
 use crate::pages::applied;
 use crate::state::AppState;
-use crate::views::{self, Flash};
+use crate::views;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -47,45 +47,34 @@ struct Row {
     active: bool,
     selector: Option<String>,
     created_at: String,
-    accounts: i64,
-    aliases: i64,
-}
-
-/// How many accounts and aliases use each domain, by domain id.
-fn usage(conn: &rusqlite::Connection) -> rusqlite::Result<HashMap<i64, (i64, i64)>> {
-    let mut stmt = conn.prepare(
-        "SELECT d.id, (SELECT count(*) FROM accounts WHERE domain_id = d.id),
-                      (SELECT count(*) FROM aliases WHERE domain_id = d.id)
-         FROM domains d",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
-    rows.collect()
+    usage: Usage,
 }
 
 fn rows(conn: &mut rusqlite::Connection) -> Result<Vec<Row>, WebError> {
-    let tx = conn.transaction()?;
-    let domains = store::domains::list(&tx)?;
-    let usage = usage(&tx)?;
-    tx.commit()?;
-    Ok(domains
+    Ok(store::domains::list_with_usage(conn)?
         .into_iter()
-        .map(|d| {
-            let (accounts, aliases) = usage.get(&d.id).copied().unwrap_or_default();
-            Row {
-                active: d.active,
-                selector: d.dkim.map(|k| k.selector.to_string()),
-                created_at: d.created_at,
-                domain: d.domain,
-                accounts,
-                aliases,
-            }
+        .map(|(d, usage)| Row {
+            active: d.active,
+            selector: d.dkim.map(|k| k.selector.to_string()),
+            created_at: d.created_at,
+            domain: d.domain,
+            usage,
         })
         .collect())
 }
 
-/// What the add form shows: the typed value and its error.
+/// A domain's usage in words: `1 account and 2 aliases`.
+fn usage_text(usage: Usage) -> String {
+    format!(
+        "{} and {}",
+        count(usage.accounts, "account", "accounts"),
+        count(usage.aliases, "alias", "aliases")
+    )
+}
+
+/// What the add form shows: the value as posted and its error (empty on a plain GET).
 #[derive(Default)]
-struct AddForm {
+struct AddFormView {
     domain: String,
     error: Option<String>,
 }
@@ -95,7 +84,7 @@ async fn render_list(
     state: &AppState,
     admin: &Admin,
     status: StatusCode,
-    form: AddForm,
+    form: AddFormView,
     notice: Option<Flash>,
 ) -> Result<Response, WebError> {
     let rows = state.db.call(rows).await?;
@@ -134,12 +123,8 @@ async fn render_list(
 
 fn domain_row(admin: &Admin, row: &Row) -> Markup {
     let d = row.domain.as_str();
-    let in_use = row.accounts > 0 || row.aliases > 0;
-    let what = format!(
-        "{} and {}",
-        count(row.accounts, "account", "accounts"),
-        count(row.aliases, "alias", "aliases")
-    );
+    let in_use = row.usage.in_use();
+    let what = usage_text(row.usage);
     html! {
         tr {
             td { strong { (d) } }
@@ -152,8 +137,8 @@ fn domain_row(admin: &Admin, row: &Row) -> Markup {
                     None => span.muted { "no key" },
                 }
             }
-            td { (row.accounts) }
-            td { (row.aliases) }
+            td { (row.usage.accounts) }
+            td { (row.usage.aliases) }
             td title=(row.created_at) {
                 (row.created_at.split_once(' ').map_or(row.created_at.as_str(), |(date, _)| date))
             }
@@ -200,11 +185,12 @@ async fn list(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
 ) -> Result<Response, WebError> {
-    render_list(&state, &admin, StatusCode::OK, AddForm::default(), None).await
+    render_list(&state, &admin, StatusCode::OK, AddFormView::default(), None).await
 }
 
+/// The posted add form.
 #[derive(Deserialize)]
-struct AddInput {
+struct AddPost {
     #[serde(default)]
     domain: String,
 }
@@ -212,9 +198,9 @@ struct AddInput {
 async fn add(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
-    Form(input): Form<AddInput>,
+    Form(input): Form<AddPost>,
 ) -> Result<Response, WebError> {
-    let refuse = |error: String| AddForm {
+    let refuse = |error: String| AddFormView {
         domain: input.domain.clone(),
         error: Some(error),
     };
@@ -284,8 +270,9 @@ async fn deactivate(
     set_active(state, admin, raw, false).await
 }
 
+/// The posted delete button, with its cascade checkbox.
 #[derive(Deserialize)]
-struct DeleteInput {
+struct DeletePost {
     #[serde(default)]
     cascade: Option<String>,
 }
@@ -294,47 +281,36 @@ async fn delete(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
     Path(raw): Path<String>,
-    Form(input): Form<DeleteInput>,
+    Form(input): Form<DeletePost>,
 ) -> Result<Response, WebError> {
     let domain = path_domain(&raw)?;
     let cascade = input.cascade.is_some_and(|v| !v.is_empty());
     let d = domain.clone();
     let removed = state
         .db
-        .call(move |conn| {
-            let record = store::domains::get(conn, &d)?;
-            let used = usage(conn)?.get(&record.id).copied().unwrap_or_default();
-            Ok(store::domains::remove(conn, &d, cascade).map(|()| used))
-        })
+        .call(move |conn| Ok(store::domains::remove(conn, &d, cascade)))
         .await?;
     match removed {
-        Ok((accounts, aliases)) => {
+        Ok(usage) => {
             let mut message = format!("Domain {domain} deleted");
-            if accounts > 0 || aliases > 0 {
-                message.push_str(&format!(
-                    ", with its {} and {}",
-                    count(accounts, "account", "accounts"),
-                    count(aliases, "alias", "aliases")
-                ));
+            if usage.in_use() {
+                message.push_str(&format!(", with its {}", usage_text(usage)));
             }
             Ok(applied(&state, &admin, "/domains", message).await)
         }
         Err(StoreError::DomainInUse {
             accounts, aliases, ..
         }) => {
+            let what = usage_text(Usage { accounts, aliases });
             let notice = Flash::error(format!(
-                "Domain {domain} was not deleted: {} and {} still use it. Delete them first, or tick \
-                 “also delete its {} and {}” next to the domain to delete everything together.",
-                count(accounts, "account", "accounts"),
-                count(aliases, "alias", "aliases"),
-                count(accounts, "account", "accounts"),
-                count(aliases, "alias", "aliases"),
+                "Domain {domain} was not deleted: {what} still use it. Delete them first, or tick \
+                 “also delete its {what}” next to the domain to delete everything together."
             ));
             render_list(
                 &state,
                 &admin,
                 StatusCode::CONFLICT,
-                AddForm::default(),
+                AddFormView::default(),
                 Some(notice),
             )
             .await

@@ -1,4 +1,9 @@
 //! The dashboard's pages, one module per section, each with its own `router()`.
+//!
+//! Names used across the pages: a `…Post` struct is a form as posted (deserialised from the request
+//! body; where the page redisplays exactly what was posted, it serves for that too), a `…View`
+//! struct is what a form shows when the page builds it itself, and `Errors` holds the messages shown
+//! next to a form's fields. Pages hold no SQL: they call `mailserver::store`.
 
 pub mod accounts;
 pub mod aliases;
@@ -12,8 +17,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Admin;
+use crate::flash::Flash;
 use crate::state::AppState;
-use crate::views::Flash;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -2,21 +2,24 @@
 //!
 //! 2FA is enabled in two steps: a secret is generated and shown (QR code and text) while 2FA stays
 //! off; only a correct code from the authenticator turns it on. Disabling needs the password and a
-//! current code. Each change ends the admin's other sessions.
+//! current code. Each change ends the admin's other sessions. The checks and the statements are
+//! `mailserver::store::admins`'; this page adds the password policy, the secret and the QR code.
 
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use mailserver::store::admins::{self, TotpState};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use crate::auth::{self, Admin};
+use crate::auth::{Admin, totp_step};
 use crate::error::WebError;
+use crate::flash::Flash;
 use crate::pages::redirect_with;
 use crate::state::AppState;
-use crate::views::{self, Flash};
+use crate::views;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,28 +32,6 @@ pub fn router() -> Router<AppState> {
 
 const MIN_PASSWORD: usize = 10;
 const ISSUER: &str = "mailserver";
-
-#[derive(Debug, Clone, Default)]
-struct TotpState {
-    enabled: bool,
-    /// A secret waiting for its first correct code (2FA still off).
-    pending: Option<String>,
-}
-
-fn totp_state(conn: &rusqlite::Connection, username: &str) -> rusqlite::Result<TotpState> {
-    conn.query_row(
-        "SELECT totp_enabled, totp_secret FROM admins WHERE username = ?1",
-        [username],
-        |r| {
-            let enabled: bool = r.get(0)?;
-            let secret: Option<String> = r.get(1)?;
-            Ok(TotpState {
-                enabled,
-                pending: if enabled { None } else { secret },
-            })
-        },
-    )
-}
 
 /// Errors shown next to the fields of one form.
 #[derive(Debug, Default)]
@@ -126,7 +107,7 @@ async fn page(
     let user = admin.username.clone();
     let totp = state
         .db
-        .call(move |conn| Ok(totp_state(conn, &user)?))
+        .call(move |conn| Ok(admins::totp_state(conn, &user)?))
         .await?;
     let flash = state.auth.take_flash(&admin.session_id);
     Ok((status, render(admin, &totp, &errors, flash.as_ref())).into_response())
@@ -140,7 +121,7 @@ async fn show(
 }
 
 #[derive(Deserialize)]
-struct PasswordForm {
+struct PasswordPost {
     current: String,
     new: String,
     confirm: String,
@@ -149,12 +130,12 @@ struct PasswordForm {
 async fn change_password(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
-    Form(form): Form<PasswordForm>,
+    Form(form): Form<PasswordPost>,
 ) -> Result<Response, WebError> {
     let mut errors = Errors::default();
     if form.new.chars().count() < MIN_PASSWORD {
         errors.new = Some(format!("Use at least {MIN_PASSWORD} characters."));
-    } else if form.new == mailserver::store::admins::DEFAULT_PASSWORD {
+    } else if form.new == admins::DEFAULT_PASSWORD {
         errors.new = Some("That is the default password.".into());
     } else if form.new.contains(['\r', '\n', '\0']) {
         errors.new = Some("The password cannot contain line breaks.".into());
@@ -166,10 +147,7 @@ async fn change_password(
     let current = form.current.clone();
     let current_ok = state
         .db
-        .call(move |conn| {
-            let hash = mailserver::store::admins::password_hash(conn, &user)?;
-            Ok(hash.is_some_and(|h| mailserver::password::verify(&current, &h)))
-        })
+        .call(move |conn| Ok(admins::check_password(conn, &user, &current)?))
         .await?;
     if !current_ok {
         errors.current = Some("That is not your current password.".into());
@@ -180,14 +158,7 @@ async fn change_password(
     let user = admin.username.clone();
     state
         .db
-        .call(move |conn| {
-            let hash = mailserver::password::hash(&form.new).map_err(|e| WebError::BadRequest(e.to_string()))?;
-            conn.execute(
-                "UPDATE admins SET password_hash = ?2, updated_at = datetime('now') WHERE username = ?1",
-                (&user, hash),
-            )?;
-            Ok(())
-        })
+        .call(move |conn| Ok(admins::set_password(conn, &user, &form.new)?))
         .await?;
     state.auth.set_default_password(&admin.username, false);
     state
@@ -213,15 +184,10 @@ async fn start_2fa(
     Extension(admin): Extension<Admin>,
 ) -> Result<Response, WebError> {
     let user = admin.username.clone();
+    // Refused (false) when 2FA is on already: the page then simply shows it on.
     state
         .db
-        .call(move |conn| {
-            conn.execute(
-                "UPDATE admins SET totp_secret = ?2, updated_at = datetime('now') WHERE username = ?1 AND totp_enabled = 0",
-                (&user, new_secret()),
-            )?;
-            Ok(())
-        })
+        .call(move |conn| Ok(admins::start_totp(conn, &user, &new_secret())?))
         .await?;
     Ok(redirect_with(
         &state,
@@ -232,32 +198,20 @@ async fn start_2fa(
 }
 
 #[derive(Deserialize)]
-struct CodeForm {
+struct CodePost {
     code: String,
 }
 
 async fn confirm_2fa(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
-    Form(form): Form<CodeForm>,
+    Form(form): Form<CodePost>,
 ) -> Result<Response, WebError> {
     let user = admin.username.clone();
     let code = form.code.trim().to_string();
     let enabled = state
         .db
-        .call(move |conn| {
-            let totp = totp_state(conn, &user)?;
-            let Some(secret) = totp.pending else { return Ok(false) };
-            let Some(step) = auth::totp_step(&secret, &code) else { return Ok(false) };
-            if !auth::consume_step(conn, &user, step)? {
-                return Ok(false);
-            }
-            conn.execute(
-                "UPDATE admins SET totp_enabled = 1, updated_at = datetime('now') WHERE username = ?1",
-                [&user],
-            )?;
-            Ok(true)
-        })
+        .call(move |conn| Ok(admins::confirm_totp(conn, &user, &code, totp_step)?))
         .await?;
     if !enabled {
         let errors = Errors {
@@ -282,7 +236,7 @@ async fn confirm_2fa(
 }
 
 #[derive(Deserialize)]
-struct DisableForm {
+struct DisablePost {
     password: String,
     code: String,
 }
@@ -290,30 +244,20 @@ struct DisableForm {
 async fn disable_2fa(
     State(state): State<AppState>,
     Extension(admin): Extension<Admin>,
-    Form(form): Form<DisableForm>,
+    Form(form): Form<DisablePost>,
 ) -> Result<Response, WebError> {
     let user = admin.username.clone();
     let disabled = state
         .db
         .call(move |conn| {
-            let row: Option<(String, Option<String>)> = rusqlite::OptionalExtension::optional(conn.query_row(
-                "SELECT password_hash, totp_secret FROM admins WHERE username = ?1 AND totp_enabled = 1",
-                [&user],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            ))?;
-            let Some((hash, Some(secret))) = row else { return Ok(false) };
-            if !mailserver::password::verify(&form.password, &hash) {
-                return Ok(false);
-            }
-            let Some(step) = auth::totp_step(&secret, form.code.trim()) else { return Ok(false) };
-            if !auth::consume_step(conn, &user, step)? {
-                return Ok(false);
-            }
-            conn.execute(
-                "UPDATE admins SET totp_enabled = 0, totp_secret = NULL, updated_at = datetime('now') WHERE username = ?1",
-                [&user],
-            )?;
-            Ok(true)
+            let code = form.code.trim();
+            Ok(admins::disable_totp(
+                conn,
+                &user,
+                &form.password,
+                code,
+                totp_step,
+            )?)
         })
         .await?;
     if !disabled {
