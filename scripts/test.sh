@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command (README): installs what it needs, builds, and runs every test:
-#   1. Rust unit tests and the CLI integration tests (cargo test --workspace)
+#   1. every Rust test: the pure ones plus those behind the `system-tests` feature, which need
+#      root, the daemon users, Debian's daemons, a stack or Chromium (cargo test --all-features)
 #   2. the end-to-end tests against the real daemons on loopback (pytest tests/e2e)
 #   3. the same end-to-end tests against the container, plus the container-only ones
 #      (scripts/docker-test.sh; reported as SKIPPED when no Docker engine answers)
@@ -19,8 +20,8 @@ command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 1; 
 echo "== build (release binaries for the stack)"
 cargo build --release --workspace --locked
 
-echo "== cargo test"
-cargo test --workspace --locked
+echo "== cargo test (with the system tests)"
+cargo test --workspace --locked --all-features
 
 echo "== end-to-end tests against the real daemons"
 .venv/bin/python -m pytest -q tests/e2e

@@ -23,7 +23,7 @@ use rusqlite::Connection;
 
 use crate::apply::{self, ApplyError, io};
 use crate::db::{self, DbError};
-use crate::settings::Paths;
+use crate::paths::Paths;
 use crate::system::{self, SystemUsers};
 
 /// How long a client waits for an apply (validation runs the daemons' checkers: seconds at most).
@@ -35,8 +35,9 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Applies the configuration: in this process when it runs as root, else through the applier.
-pub fn apply(paths: &Paths, conn: &mut Connection) -> Result<(), ApplyError> {
+/// Applies the configuration: in this process ([`apply::apply`]) when it runs as root, else
+/// delegated to the applier over [`Paths::applier_socket`].
+pub fn apply_or_delegate(paths: &Paths, conn: &mut Connection) -> Result<(), ApplyError> {
     if is_root() {
         apply::apply(paths, conn).map(|_| ())
     } else {
@@ -126,12 +127,12 @@ fn handle(paths: &Paths, pool: &db::Pool, req: &[u8]) -> Result<String, ApplyErr
 pub fn serve(paths: &Paths) -> Result<(), ApplyError> {
     let users = SystemUsers::lookup()?;
     let socket = paths.applier_socket();
-    let dir = socket.parent().expect("the socket path has a directory");
+    let dir = paths.applier_run_dir();
     let owner = system::Owner::RootMailserverGroup;
-    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
     owner
-        .set_on(dir, 0o750, &users)
-        .map_err(io("set the owner and mode of", dir))?;
+        .set_on(&dir, 0o750, &users)
+        .map_err(io("set the owner and mode of", &dir))?;
     match std::fs::remove_file(&socket) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &socket)(e)),
         _ => {}

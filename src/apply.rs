@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 use thiserror::Error;
 
+use crate::paths::Paths;
 use crate::render::{self, Daemon, File, Rendered};
-use crate::settings::Paths;
 use crate::store::{Snapshot, StoreError};
 use crate::system::{self, SystemError, SystemUsers};
 
@@ -259,33 +259,39 @@ fn run_checker(program: &str, args: &[&str], pending: &[&File]) -> Result<(), Ap
 /// not installed (a build machine without the daemons) are skipped.
 fn validate(paths: &Paths, changed: &[&File]) -> Result<(), ApplyError> {
     let config = paths.config_dir();
-    let staging = config.join(".staging");
+    let staging = paths.staging_dir();
+    // The staging directory mirrors the live one: a live path's staged copy.
+    let staged = |live: &Path| -> PathBuf {
+        staging.join(
+            live.strip_prefix(&config)
+                .expect("the daemons' configuration is under config/"),
+        )
+    };
     let touches = |d: Daemon| {
         changed
             .iter()
             .any(|f| f.daemon == d && f.path.starts_with(&config))
     };
-    let stage = |sub: &str| -> Result<PathBuf, ApplyError> {
-        let dir = staging.join(sub);
+    // Copies the daemon's configuration directory `live` to its staged place, with the changed
+    // files in their new version.
+    let stage = |live: &Path| -> Result<(), ApplyError> {
+        let dir = staged(live);
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         // Staged files refer to each other (main.cf names the map files, opendkim.conf its tables):
         // point those references at the staged copies.
-        let live_dir = config.join(sub).to_string_lossy().into_owned();
+        let live_dir = live.to_string_lossy().into_owned();
         let staged_dir = dir.to_string_lossy().into_owned();
-        let mut staged = Vec::new();
-        for f in changed
-            .iter()
-            .filter(|f| f.path.starts_with(config.join(sub)))
-        {
+        let mut done = Vec::new();
+        for f in changed.iter().filter(|f| f.path.starts_with(live)) {
             let name = f.path.file_name().expect("file name");
             let text = String::from_utf8_lossy(&f.contents).replace(&live_dir, &staged_dir);
             write_backdated(&dir.join(name), text.as_bytes())?;
-            staged.push(name.to_os_string());
+            done.push(name.to_os_string());
         }
         // Unchanged files the checker also reads.
-        if let Ok(live) = fs::read_dir(config.join(sub)) {
-            for entry in live.flatten() {
-                if staged.contains(&entry.file_name()) || !entry.path().is_file() {
+        if let Ok(entries) = fs::read_dir(live) {
+            for entry in entries.flatten() {
+                if done.contains(&entry.file_name()) || !entry.path().is_file() {
                     continue;
                 }
                 let text = fs::read_to_string(entry.path()).unwrap_or_default();
@@ -295,23 +301,25 @@ fn validate(paths: &Paths, changed: &[&File]) -> Result<(), ApplyError> {
                 )?;
             }
         }
-        Ok(dir)
+        Ok(())
     };
     let result = (|| {
         if touches(Daemon::Postfix) && have("postconf") {
-            let dir = stage("postfix")?;
-            let d = dir.to_string_lossy();
+            let live = paths.postfix_config_dir();
+            stage(&live)?;
+            let d = staged(&live);
+            let d = d.to_string_lossy();
             run_checker("postconf", &["-c", &d, "-n"], changed)?;
             run_checker("postconf", &["-c", &d, "-M"], changed)?;
         }
         if touches(Daemon::Dovecot) && have("doveconf") {
-            let dir = stage("dovecot")?;
-            let conf = dir.join("dovecot.conf");
+            stage(&paths.dovecot_config_dir())?;
+            let conf = staged(&paths.dovecot_conf());
             run_checker("doveconf", &["-n", "-c", &conf.to_string_lossy()], changed)?;
         }
         if touches(Daemon::Opendkim) && have("opendkim") {
-            let dir = stage("opendkim")?;
-            let conf = dir.join("opendkim.conf");
+            stage(&paths.opendkim_config_dir())?;
+            let conf = staged(&paths.opendkim_conf());
             run_checker("opendkim", &["-n", "-x", &conf.to_string_lossy()], changed)?;
         }
         Ok(())
@@ -322,17 +330,14 @@ fn validate(paths: &Paths, changed: &[&File]) -> Result<(), ApplyError> {
 
 /// Reloads `daemon` if it is running. Returns whether it did.
 fn reload(paths: &Paths, daemon: Daemon) -> Result<bool, ApplyError> {
-    let run = paths.run_dir();
-    let config = paths.config_dir();
     match daemon {
         Daemon::Postfix => {
-            let pid_file = paths.spool_dir().join("postfix/pid/master.pid");
-            if system::pid_alive(&pid_file).is_none() {
+            if system::pid_alive(&paths.postfix_pid_file()).is_none() {
                 return Ok(false);
             }
             let out = Command::new("postfix")
                 .arg("-c")
-                .arg(config.join("postfix"))
+                .arg(paths.postfix_config_dir())
                 .arg("reload")
                 .stdin(Stdio::null())
                 .output()
@@ -348,14 +353,10 @@ fn reload(paths: &Paths, daemon: Daemon) -> Result<bool, ApplyError> {
             }
             Ok(true)
         }
-        Daemon::Dovecot => signal(
-            daemon,
-            &run.join("dovecot/master.pid"),
-            nix::sys::signal::SIGHUP,
-        ),
+        Daemon::Dovecot => signal(daemon, &paths.dovecot_pid_file(), nix::sys::signal::SIGHUP),
         Daemon::Opendkim => signal(
             daemon,
-            &run.join("opendkim/opendkim.pid"),
+            &paths.opendkim_pid_file(),
             nix::sys::signal::SIGUSR1,
         ),
         Daemon::Supervisor => Ok(false),

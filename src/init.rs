@@ -8,14 +8,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
 use crate::apply::{self, ApplyError};
 use crate::db::{self, DbError};
 use crate::names::Hostname;
-use crate::settings::{Paths, Settings, SettingsError};
+use crate::paths::Paths;
+use crate::settings::{Settings, SettingsError};
 use crate::store::{StoreError, admins};
 use crate::system::{Owner, SystemError, SystemUsers};
 use crate::tls;
@@ -97,34 +98,21 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
     dir(&paths.dkim_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.mail_dir(), 0o770, Owner::Vmail, &users)?;
     dir(&paths.spool_dir(), 0o755, Owner::Root, &users)?;
-    dir(
-        &paths.spool_dir().join("postfix"),
-        0o755,
-        Owner::Root,
-        &users,
-    )?;
+    dir(&paths.postfix_queue_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.log_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.run_dir(), 0o755, Owner::Root, &users)?;
     // The milter (its own user) creates its socket here; Postfix connects to it (socket mode 0666).
-    dir(
-        &paths.run_dir().join("milter"),
-        0o755,
-        Owner::Milter,
-        &users,
-    )?;
-    dir(
-        &paths.run_dir().join("opendkim"),
-        0o755,
-        Owner::Opendkim,
-        &users,
-    )?;
+    dir(&paths.milter_run_dir(), 0o755, Owner::Milter, &users)?;
+    dir(&paths.opendkim_run_dir(), 0o755, Owner::Opendkim, &users)?;
 
     let pool = db::open(&paths.db(), 2)?;
     let mut conn = pool.get().map_err(DbError::from)?;
     // Read and written by the dashboard and the milter; nobody else (it holds the DKIM private keys
     // and the admin's hash). SQLite gives new -wal/-shm files the database file's mode and owner.
     for suffix in ["", "-wal", "-shm"] {
-        let path = paths.db().with_file_name(format!("mailserver.db{suffix}"));
+        let mut path = paths.db().into_os_string();
+        path.push(suffix);
+        let path = PathBuf::from(path);
         if suffix.is_empty() || path.exists() {
             own(&path, 0o660, Owner::RootMailserverGroup, &users)?;
         }

@@ -7,10 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use mailserver::logging::{self, LogOptions};
 use mailserver::names::{Address, AliasSource, Destinations, Domain};
-use mailserver::settings::Paths;
+use mailserver::paths::Paths;
 use mailserver::store::{Snapshot, accounts, admins, aliases, domains};
-use mailserver::{apply, db, dns, password};
+use mailserver::{apply, db, password};
+use rusqlite::Connection;
+use tracing::level_filters::LevelFilter;
 
 #[derive(Parser)]
 #[command(name = "mailserver", version, about = "Administer the mail server")]
@@ -158,15 +161,7 @@ fn read_password(flag: bool) -> Result<String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: supervisord and scripts keep the output in plain files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    logging::init(LogOptions::stderr(LevelFilter::WARN));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,202 +173,249 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let paths = Paths::new(&cli.data);
-    if let Command::Init = cli.command {
-        let report = mailserver::init::init(&paths, |k| std::env::var(k).ok())?;
-        eprintln!(
-            "initialised {} for {}{}{}; wrote {} file(s)",
-            paths.data.display(),
-            report.settings.hostname,
-            if report.created_admin {
-                "; created admin/admin (change it!)"
-            } else {
-                ""
-            },
-            if report.created_certificate {
-                "; made a self-signed certificate"
-            } else {
-                ""
-            },
-            report.apply.written.len()
-        );
-        return Ok(());
-    }
+    let mut ctx = Ctx::new(cli.data);
     match cli.command {
-        Command::Applier => return Ok(mailserver::applier::serve(&paths)?),
-        Command::RequeueListener => return Ok(mailserver::requeue::run(&paths)?),
-        _ => {}
+        // These three open no database: `init` makes it, the services open their own.
+        Command::Init => init(&ctx.paths),
+        Command::Applier => Ok(mailserver::applier::serve(&ctx.paths)?),
+        Command::RequeueListener => Ok(mailserver::requeue::run(&ctx.paths)?),
+        Command::Apply => ctx.apply(),
+        Command::Domain(cmd) => domain(cmd, &mut ctx),
+        Command::Dns { domain } => dns(&domain, &mut ctx),
+        Command::Account(cmd) => account(cmd, &mut ctx),
+        Command::Alias(cmd) => alias(cmd, &mut ctx),
+        Command::Admin(cmd) => admin(cmd, &mut ctx),
     }
-    if !paths.db().exists() {
-        bail!(
-            "no database at {}: run `mailserver init` first",
-            paths.db().display()
-        );
+}
+
+/// What the subcommands share: the data directory, and the database, opened on first use.
+struct Ctx {
+    paths: Paths,
+    conn: Option<db::PooledConnection>,
+}
+
+impl Ctx {
+    fn new(data: PathBuf) -> Self {
+        Self {
+            paths: Paths::new(data),
+            conn: None,
+        }
     }
-    let pool = db::open(&paths.db(), 1)?;
-    let mut conn = pool.get()?;
-    let out = std::io::stdout();
-    let mut out = out.lock();
-    let changed = match cli.command {
-        Command::Init | Command::Applier | Command::RequeueListener => {
-            unreachable!("handled above")
+
+    /// The database; an error (asking for `init`) when there is none yet.
+    fn conn(&mut self) -> Result<&mut Connection> {
+        open(&self.paths, &mut self.conn)
+    }
+
+    /// Applies the database, as it now is, to the daemons: after every change.
+    fn apply(&mut self) -> Result<()> {
+        let conn = open(&self.paths, &mut self.conn)?;
+        apply::apply(&self.paths, conn).context("the change is saved, but applying it failed")?;
+        Ok(())
+    }
+}
+
+/// Opens the database into `slot` unless it is open already.
+fn open<'a>(
+    paths: &Paths,
+    slot: &'a mut Option<db::PooledConnection>,
+) -> Result<&'a mut Connection> {
+    let conn = match slot.take() {
+        Some(conn) => conn,
+        None => {
+            if !paths.db().exists() {
+                bail!(
+                    "no database at {}: run `mailserver init` first",
+                    paths.db().display()
+                );
+            }
+            db::open(&paths.db(), 1)?.get()?
         }
-        Command::Apply => true,
-        Command::Domain(cmd) => match cmd {
-            DomainCmd::Add { domain } => {
-                domains::add(&conn, &Domain::parse(&domain)?)?;
-                true
-            }
-            DomainCmd::List => {
-                for d in domains::list(&conn)? {
-                    let sel = d.dkim.as_ref().map_or("-", |k| k.selector.as_str());
-                    writeln!(out, "{}\t{}\t{sel}", d.domain, active(d.active))?;
-                }
-                false
-            }
-            DomainCmd::Remove { domain, cascade } => {
-                domains::remove(&conn, &Domain::parse(&domain)?, cascade)?;
-                true
-            }
-            DomainCmd::Dkim { domain } => {
-                let sel = domains::rotate_dkim(&conn, &Domain::parse(&domain)?)?;
-                writeln!(out, "{sel}")?;
-                true
-            }
-            DomainCmd::Disable { domain } => {
-                domains::set_active(&conn, &Domain::parse(&domain)?, false)?;
-                true
-            }
-            DomainCmd::Enable { domain } => {
-                domains::set_active(&conn, &Domain::parse(&domain)?, true)?;
-                true
-            }
+    };
+    Ok(slot.insert(conn))
+}
+
+fn init(paths: &Paths) -> Result<()> {
+    let report = mailserver::init::init(paths, |k| std::env::var(k).ok())?;
+    eprintln!(
+        "initialised {} for {}{}{}; wrote {} file(s)",
+        paths.data.display(),
+        report.settings.hostname,
+        if report.created_admin {
+            "; created admin/admin (change it!)"
+        } else {
+            ""
         },
-        Command::Dns { domain } => {
-            let domain = Domain::parse(&domain)?;
-            let d = domains::get(&conn, &domain)?;
-            let snapshot = Snapshot::read(&mut conn)?;
-            let key = d
-                .dkim
-                .as_ref()
-                .map(|k| (&k.selector, k.public_b64.as_str()));
-            for r in dns::records(&domain, &snapshot.settings.hostname, key) {
-                writeln!(out, "{}", r.zone_line())?;
-            }
-            false
+        if report.created_certificate {
+            "; made a self-signed certificate"
+        } else {
+            ""
+        },
+        report.apply.written.len()
+    );
+    Ok(())
+}
+
+fn domain(cmd: DomainCmd, ctx: &mut Ctx) -> Result<()> {
+    let conn = ctx.conn()?;
+    match cmd {
+        DomainCmd::Add { domain } => {
+            domains::add(conn, &Domain::parse(&domain)?)?;
         }
-        Command::Account(cmd) => match cmd {
-            AccountCmd::Add {
-                address,
-                password_stdin,
-                quota,
-                name,
-            } => {
-                let address = Address::parse(&address)?;
-                let pw = read_password(password_stdin)?;
-                accounts::add(&conn, &address, &pw, quota, &name)?;
-                true
+        DomainCmd::List => {
+            let mut out = std::io::stdout().lock();
+            for d in domains::list(conn)? {
+                let sel = d.dkim.as_ref().map_or("-", |k| k.selector.as_str());
+                writeln!(out, "{}\t{}\t{sel}", d.domain, active(d.active))?;
             }
-            AccountCmd::List => {
-                for a in accounts::list(&conn)? {
-                    writeln!(
-                        out,
-                        "{}\t{}\t{}\t{}",
-                        a.address,
-                        active(a.active),
-                        a.quota_mb,
-                        a.name
-                    )?;
-                }
-                false
-            }
-            AccountCmd::Remove { address } => {
-                accounts::remove(&conn, &Address::parse(&address)?)?;
-                true
-            }
-            AccountCmd::Passwd {
-                address,
-                password_stdin,
-            } => {
-                let address = Address::parse(&address)?;
-                let pw = read_password(password_stdin)?;
-                accounts::set_password(&conn, &address, &pw)?;
-                true
-            }
-            AccountCmd::Quota { address, mb } => {
-                accounts::set_quota(&conn, &Address::parse(&address)?, mb)?;
-                true
-            }
-            AccountCmd::Disable { address } => {
-                accounts::set_active(&conn, &Address::parse(&address)?, false)?;
-                true
-            }
-            AccountCmd::Enable { address } => {
-                accounts::set_active(&conn, &Address::parse(&address)?, true)?;
-                true
-            }
-        },
-        Command::Alias(cmd) => match cmd {
-            AliasCmd::Add {
-                source,
-                destination,
-                tracking,
-            } => {
-                aliases::add(
-                    &conn,
-                    &AliasSource::parse(&source)?,
-                    &Destinations::parse(&destination)?,
-                    tracking,
+            return Ok(());
+        }
+        DomainCmd::Remove { domain, cascade } => {
+            domains::remove(conn, &Domain::parse(&domain)?, cascade)?;
+        }
+        DomainCmd::Dkim { domain } => {
+            let sel = domains::rotate_dkim(conn, &Domain::parse(&domain)?)?;
+            writeln!(std::io::stdout(), "{sel}")?;
+        }
+        DomainCmd::Disable { domain } => {
+            domains::set_active(conn, &Domain::parse(&domain)?, false)?;
+        }
+        DomainCmd::Enable { domain } => {
+            domains::set_active(conn, &Domain::parse(&domain)?, true)?;
+        }
+    }
+    ctx.apply()
+}
+
+fn dns(domain: &str, ctx: &mut Ctx) -> Result<()> {
+    let conn = ctx.conn()?;
+    let domain = Domain::parse(domain)?;
+    let d = domains::get(conn, &domain)?;
+    let snapshot = Snapshot::read(conn)?;
+    let key = d
+        .dkim
+        .as_ref()
+        .map(|k| (&k.selector, k.public_b64.as_str()));
+    let mut out = std::io::stdout().lock();
+    for r in mailserver::dns::records(&domain, &snapshot.settings.hostname, key) {
+        writeln!(out, "{}", r.zone_line())?;
+    }
+    Ok(())
+}
+
+fn account(cmd: AccountCmd, ctx: &mut Ctx) -> Result<()> {
+    let conn = ctx.conn()?;
+    match cmd {
+        AccountCmd::Add {
+            address,
+            password_stdin,
+            quota,
+            name,
+        } => {
+            let address = Address::parse(&address)?;
+            let pw = read_password(password_stdin)?;
+            accounts::add(conn, &address, &pw, quota, &name)?;
+        }
+        AccountCmd::List => {
+            let mut out = std::io::stdout().lock();
+            for a in accounts::list(conn)? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    a.address,
+                    active(a.active),
+                    a.quota_mb,
+                    a.name
                 )?;
-                true
             }
-            AliasCmd::List => {
-                for a in aliases::list(&conn)? {
-                    writeln!(
-                        out,
-                        "{}\t{}\t{}\t{}",
-                        a.source,
-                        a.destinations,
-                        active(a.active),
-                        if a.tracking_enabled { "tracking" } else { "-" }
-                    )?;
-                }
-                false
+            return Ok(());
+        }
+        AccountCmd::Remove { address } => {
+            accounts::remove(conn, &Address::parse(&address)?)?;
+        }
+        AccountCmd::Passwd {
+            address,
+            password_stdin,
+        } => {
+            let address = Address::parse(&address)?;
+            let pw = read_password(password_stdin)?;
+            accounts::set_password(conn, &address, &pw)?;
+        }
+        AccountCmd::Quota { address, mb } => {
+            accounts::set_quota(conn, &Address::parse(&address)?, mb)?;
+        }
+        AccountCmd::Disable { address } => {
+            accounts::set_active(conn, &Address::parse(&address)?, false)?;
+        }
+        AccountCmd::Enable { address } => {
+            accounts::set_active(conn, &Address::parse(&address)?, true)?;
+        }
+    }
+    ctx.apply()
+}
+
+fn alias(cmd: AliasCmd, ctx: &mut Ctx) -> Result<()> {
+    let conn = ctx.conn()?;
+    match cmd {
+        AliasCmd::Add {
+            source,
+            destination,
+            tracking,
+        } => {
+            aliases::add(
+                conn,
+                &AliasSource::parse(&source)?,
+                &Destinations::parse(&destination)?,
+                tracking,
+            )?;
+        }
+        AliasCmd::List => {
+            let mut out = std::io::stdout().lock();
+            for a in aliases::list(conn)? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    a.source,
+                    a.destinations,
+                    active(a.active),
+                    if a.tracking_enabled { "tracking" } else { "-" }
+                )?;
             }
-            AliasCmd::Remove { source } => {
-                aliases::remove(&conn, &AliasSource::parse(&source)?)?;
-                true
-            }
-            AliasCmd::Tracking { source, state } => {
-                aliases::set_tracking(&conn, &AliasSource::parse(&source)?, state == "on")?;
-                true
-            }
-            AliasCmd::Disable { source } => {
-                aliases::set_active(&conn, &AliasSource::parse(&source)?, false)?;
-                true
-            }
-            AliasCmd::Enable { source } => {
-                aliases::set_active(&conn, &AliasSource::parse(&source)?, true)?;
-                true
-            }
-        },
-        Command::Admin(AdminCmd::ResetPassword {
+            return Ok(());
+        }
+        AliasCmd::Remove { source } => {
+            aliases::remove(conn, &AliasSource::parse(&source)?)?;
+        }
+        AliasCmd::Tracking { source, state } => {
+            aliases::set_tracking(conn, &AliasSource::parse(&source)?, state == "on")?;
+        }
+        AliasCmd::Disable { source } => {
+            aliases::set_active(conn, &AliasSource::parse(&source)?, false)?;
+        }
+        AliasCmd::Enable { source } => {
+            aliases::set_active(conn, &AliasSource::parse(&source)?, true)?;
+        }
+    }
+    ctx.apply()
+}
+
+/// Admins live only in the main database, which no daemon reads: nothing to apply.
+fn admin(cmd: AdminCmd, ctx: &mut Ctx) -> Result<()> {
+    let conn = ctx.conn()?;
+    match cmd {
+        AdminCmd::ResetPassword {
             username,
             password_stdin,
-        }) => {
+        } => {
             let pw = if password_stdin {
                 read_password(true)?
             } else {
                 let pw = password::random(20);
-                writeln!(out, "{pw}")?;
+                writeln!(std::io::stdout(), "{pw}")?;
                 pw
             };
-            admins::reset_password(&conn, &username, &pw)?;
-            false
+            admins::reset_password(conn, &username, &pw)?;
         }
-    };
-    if changed {
-        apply::apply(&paths, &mut conn).context("the change is saved, but applying it failed")?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read as _, Write};
 use std::process::{Command, Stdio};
 
-use crate::settings::Paths;
+use crate::paths::Paths;
 
 /// The program whose return means deferred local mail can now be delivered.
 const WATCHED: &str = "dovecot";
@@ -67,7 +67,7 @@ pub fn listen(
 
 /// `mailserver requeue-listener`: the listener on stdin/stdout, flushing Postfix's queue.
 pub fn run(paths: &Paths) -> io::Result<()> {
-    let config = paths.config_dir().join("postfix");
+    let config = paths.postfix_config_dir();
     let stdin = io::stdin();
     listen(stdin.lock(), io::stdout().lock(), || {
         let status = Command::new("postqueue")

@@ -1,4 +1,4 @@
-//! Server settings and the data directory's layout.
+//! Server settings (the data directory's layout is in `paths`).
 //!
 //! `mailserver init` reads the settings from the environment (the container's `.env`, or
 //! `scripts/stack.sh`) and stores them in the database, so that every later command renders the same
@@ -38,65 +38,6 @@ pub enum SettingsError {
     NotInitialised,
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
-}
-
-/// Where everything lives under the data directory (`/data` in the container).
-#[derive(Debug, Clone)]
-pub struct Paths {
-    pub data: PathBuf,
-}
-
-impl Paths {
-    pub fn new(data: impl Into<PathBuf>) -> Self {
-        Self { data: data.into() }
-    }
-    pub fn ssl_dir(&self) -> PathBuf {
-        self.data.join("ssl")
-    }
-    pub fn tls_cert(&self) -> PathBuf {
-        self.ssl_dir().join("cert.pem")
-    }
-    pub fn tls_key(&self) -> PathBuf {
-        self.ssl_dir().join("key.pem")
-    }
-    pub fn dkim_dir(&self) -> PathBuf {
-        self.data.join("dkim")
-    }
-    pub fn mail_dir(&self) -> PathBuf {
-        self.data.join("mail")
-    }
-    pub fn db_dir(&self) -> PathBuf {
-        self.data.join("db")
-    }
-    pub fn db(&self) -> PathBuf {
-        self.db_dir().join("mailserver.db")
-    }
-    /// The lookup database Postfix and Dovecot read (see `render::maps`).
-    pub fn maps_db(&self) -> PathBuf {
-        self.db_dir().join("maps.db")
-    }
-    /// Rendered daemon configuration; derived from the database, rewritten by every apply.
-    pub fn config_dir(&self) -> PathBuf {
-        self.data.join("config")
-    }
-    /// Postfix's queue: persistent, so that queued mail survives a restart.
-    pub fn spool_dir(&self) -> PathBuf {
-        self.data.join("spool")
-    }
-    /// Sockets and pid files; recreated at every start.
-    pub fn run_dir(&self) -> PathBuf {
-        self.data.join("run")
-    }
-    pub fn log_dir(&self) -> PathBuf {
-        self.data.join("log")
-    }
-    pub fn lock_file(&self) -> PathBuf {
-        self.run_dir().join("apply.lock")
-    }
-    /// Where the applier takes requests from the unprivileged dashboard (see `applier`).
-    pub fn applier_socket(&self) -> PathBuf {
-        self.run_dir().join("applier/applier.sock")
-    }
 }
 
 /// The listening ports of the public services.

@@ -144,13 +144,12 @@ pub const DAEMONS: [&str; 4] = ["Postfix", "Dovecot", "OpenDKIM", "Tracking milt
 
 /// Whether each of [`DAEMONS`] is up: its pid file names a live process, or (the milter) its socket
 /// answers. The pid files are root's (mode 0600): unprivileged callers ask the applier instead.
-pub fn daemon_status(paths: &crate::settings::Paths) -> Vec<(&'static str, bool)> {
-    let run = paths.run_dir();
+pub fn daemon_status(paths: &crate::paths::Paths) -> Vec<(&'static str, bool)> {
     let up = [
-        pid_alive(&paths.spool_dir().join("postfix/pid/master.pid")).is_some(),
-        pid_alive(&run.join("dovecot/master.pid")).is_some(),
-        pid_alive(&run.join("opendkim/opendkim.pid")).is_some(),
-        std::os::unix::net::UnixStream::connect(run.join("milter/milter.sock")).is_ok(),
+        pid_alive(&paths.postfix_pid_file()).is_some(),
+        pid_alive(&paths.dovecot_pid_file()).is_some(),
+        pid_alive(&paths.opendkim_pid_file()).is_some(),
+        std::os::unix::net::UnixStream::connect(paths.milter_socket()).is_ok(),
     ];
     DAEMONS.into_iter().zip(up).collect()
 }

@@ -13,6 +13,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use mailserver::logging::{self, LogOptions};
+use mailserver::paths::Paths;
 use mailserver::tracking::{BaseUrl, TrackingId, pixel_url};
 use mailserver_milter::listener::{Buffered, ListenAddr, LowLatencyTcpListener};
 use mailserver_milter::log::BatchedLines;
@@ -20,66 +23,57 @@ use mailserver_milter::rewrite::{self, Outcome};
 use mailserver_milter::session::{self, Limits};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
+use tracing::level_filters::LevelFilter;
 
-const USAGE: &str = "usage:
-  mailserver-milter [--data DIR] [--socket unix:PATH|inet:HOST:PORT] [--max-body BYTES]
-  mailserver-milter inject --base-url URL [--id ID] < in.eml > out.eml";
+#[derive(Parser)]
+#[command(
+    name = "mailserver-milter",
+    version,
+    about = "The tracking milter: adds an open-tracking pixel to mail sent through tracked aliases"
+)]
+struct Cli {
+    /// The data directory (its database says which aliases are tracked).
+    #[arg(long, env = "DATA_DIR", default_value = "/data", value_name = "DIR")]
+    data: PathBuf,
+    /// Where to listen [default: DIR/run/milter/milter.sock, the socket the rendered main.cf names].
+    #[arg(long, value_name = "unix:PATH|inet:HOST:PORT")]
+    socket: Option<ListenAddr>,
+    /// Bodies larger than this pass through untracked [default: 25 MiB].
+    #[arg(long, env = "MILTER_MAX_BODY", value_name = "BYTES")]
+    max_body: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String> {
-    args.next()
-        .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+#[derive(Subcommand)]
+enum Command {
+    /// Rewrite one message, standard input to standard output, as the milter would (no database,
+    /// no policy): `inject --base-url URL < in.eml > out.eml`.
+    Inject {
+        /// Where the pixel is served from: http(s)://host[:port][/path].
+        #[arg(long, value_parser = BaseUrl::parse)]
+        base_url: BaseUrl,
+        /// The tracking id in the pixel's URL [default: a new random one].
+        #[arg(long)]
+        id: Option<TrackingId>,
+    },
 }
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("inject") {
-        args.next();
-        return inject(args);
+    let cli = Cli::parse();
+    if let Some(Command::Inject { base_url, id }) = cli.command {
+        return inject(&base_url, &id.unwrap_or_else(TrackingId::generate));
     }
-    let mut data =
-        std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
-    let mut socket = None;
     let mut limits = Limits::default();
-    if let Ok(v) = std::env::var("MILTER_MAX_BODY") {
-        limits.max_body = v
-            .parse()
-            .context("MILTER_MAX_BODY must be a number of bytes")?;
-    }
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--data" => data = PathBuf::from(value(&mut args, "--data")?),
-            "--socket" => {
-                socket = Some(
-                    value(&mut args, "--socket")?
-                        .parse::<ListenAddr>()
-                        .map_err(anyhow::Error::msg)?,
-                )
-            }
-            "--max-body" => {
-                limits.max_body = value(&mut args, "--max-body")?
-                    .parse()
-                    .context("--max-body")?
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
+    if let Some(max_body) = cli.max_body {
+        limits.max_body = max_body;
     }
     let log = BatchedLines::start(std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_writer(log.clone())
-        // Colours only on a terminal: supervisord keeps this output in plain log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let paths = mailserver::settings::Paths::new(&data);
-    let socket =
-        socket.unwrap_or_else(|| ListenAddr::Unix(paths.run_dir().join("milter/milter.sock")));
+    logging::init(LogOptions::stdout(LevelFilter::INFO).writer(log.clone()));
+    let paths = Paths::new(cli.data);
+    let socket = cli
+        .socket
+        .unwrap_or_else(|| ListenAddr::Unix(paths.milter_socket()));
     // One thread for all milter connections: they wait on sockets, and the lookups and the rewrite
     // of ordinary messages take microseconds (session.rs says which work goes to the blocking pool).
     // Measured in scripts/bench-milter.sh, one thread cost less CPU per message than one per core
@@ -138,22 +132,8 @@ async fn serve(addr: ListenAddr, db: PathBuf, limits: Limits) -> Result<()> {
     Ok(())
 }
 
-fn inject(mut args: impl Iterator<Item = String>) -> Result<()> {
-    let mut base = None;
-    let mut id = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--base-url" => base = Some(value(&mut args, "--base-url")?),
-            "--id" => id = Some(value(&mut args, "--id")?),
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    let base = base.with_context(|| format!("inject needs --base-url\n{USAGE}"))?;
-    let id = match id {
-        Some(id) => TrackingId::parse(&id).context("--id")?,
-        None => TrackingId::generate(),
-    };
-    let pixel = pixel_url(&BaseUrl::parse(&base).context("--base-url")?, &id);
+fn inject(base: &BaseUrl, id: &TrackingId) -> Result<()> {
+    let pixel = pixel_url(base, id);
     let mut input = Vec::new();
     std::io::stdin()
         .lock()

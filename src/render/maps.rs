@@ -12,7 +12,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use crate::password;
-use crate::settings::Paths;
+use crate::paths::Paths;
 use crate::store::Snapshot;
 
 const SCHEMA: &str = "
@@ -50,10 +50,7 @@ impl Maps {
             .filter(|a| a.active && a.domain_active)
             .collect();
         for a in &live_accounts {
-            let home = paths
-                .mail_dir()
-                .join(a.address.domain().as_str())
-                .join(a.address.local().as_str());
+            let home = paths.mail_home(&a.address);
             let quota = (a.quota_mb > 0).then(|| format!("*:storage={}M", a.quota_mb));
             maps.mailboxes.push((
                 a.address.to_string(),

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::settings::{ListenAddress, Paths};
+use crate::paths::Paths;
+use crate::settings::ListenAddress;
 use crate::store::Snapshot;
 use crate::system::{Owner, SystemUsers};
 pub use maps::Maps;
@@ -178,10 +179,7 @@ pub fn render(
     let mut dkim_keys = Vec::new();
     for d in snapshot.domains.iter().filter(|d| d.active) {
         let Some(key) = &d.dkim else { continue };
-        let key_path = paths
-            .dkim_dir()
-            .join(d.domain.as_str())
-            .join(format!("{}.private", key.selector));
+        let key_path = paths.dkim_key(&d.domain, &key.selector);
         let name = format!("{}._domainkey.{}", key.selector, d.domain);
         key_table.push_str(&format!(
             "{name} {}:{}:{}\n",
@@ -299,6 +297,88 @@ mod tests {
             );
         }
         assert!(file(&r, "dovecot/dovecot.conf").contains("port = 993"));
+    }
+
+    /// The templates spell the paths of sockets, pid files and config files from the directories
+    /// `vars` gives them; the code that reloads, checks and connects uses `Paths`. They must agree.
+    #[test]
+    fn the_configuration_names_the_paths_the_code_uses() {
+        let (_dir, snap) = snapshot_with_data();
+        let paths = Paths::new("/data");
+        let r = render(&snap, &paths, &SystemUsers::fixed_for_tests(), true).unwrap();
+        for p in [
+            paths.postfix_config_dir().join("main.cf"),
+            paths.dovecot_conf(),
+            paths.opendkim_conf(),
+        ] {
+            assert!(
+                r.files.iter().any(|f| f.path == p),
+                "{} is not rendered",
+                p.display()
+            );
+        }
+        let has_line = |file_suffix: &str, words: &[&str]| {
+            let text = file(&r, file_suffix);
+            assert!(
+                text.lines()
+                    .any(|l| l.split_whitespace().eq(words.iter().copied())),
+                "{file_suffix} has no line {words:?}:\n{text}"
+            );
+        };
+        let s = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+        let main = file(&r, "postfix/main.cf");
+        has_line(
+            "postfix/main.cf",
+            &["queue_directory", "=", &s(paths.postfix_queue_dir())],
+        );
+        for socket in [paths.milter_socket(), paths.opendkim_socket()] {
+            assert!(
+                main.contains(&format!("unix:{}", socket.display())),
+                "{main}"
+            );
+        }
+        for map in [
+            "virtual_domains.cf",
+            "virtual_mailboxes.cf",
+            "sender_logins.cf",
+        ] {
+            has_line(map, &["dbpath", "=", &s(paths.maps_db())]);
+        }
+        has_line(
+            "dovecot/dovecot-sql.conf.ext",
+            &["connect", "=", &s(paths.maps_db())],
+        );
+        // Dovecot writes master.pid in its base_dir.
+        has_line(
+            "dovecot/dovecot.conf",
+            &["base_dir", "=", &s(paths.dovecot_run_dir())],
+        );
+        assert_eq!(
+            paths.dovecot_pid_file(),
+            paths.dovecot_run_dir().join("master.pid")
+        );
+        has_line(
+            "opendkim/opendkim.conf",
+            &[
+                "Socket",
+                &format!("local:{}", paths.opendkim_socket().display()),
+            ],
+        );
+        has_line(
+            "opendkim/opendkim.conf",
+            &["PidFile", &s(paths.opendkim_pid_file())],
+        );
+        let supervisord = file(&r, "supervisord.conf");
+        for needle in [
+            format!("-c {}", paths.dovecot_conf().display()),
+            format!("-x {}", paths.opendkim_conf().display()),
+            format!("postfix -c {} ", paths.postfix_config_dir().display()),
+        ] {
+            assert!(
+                supervisord.contains(&needle),
+                "no {needle:?} in supervisord.conf"
+            );
+        }
     }
 
     #[test]

@@ -9,25 +9,24 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use axum_server::tls_rustls::RustlsConfig;
-use mailserver::settings::{ListenAddress, Paths, Settings};
+use clap::Parser;
+use mailserver::logging::{self, LogOptions};
+use mailserver::paths::Paths;
+use mailserver::settings::{ListenAddress, Settings};
 use mailserver_web::{AppState, Db, auth::Auth, pixel};
 use tokio::signal::unix::{SignalKind, signal};
+use tracing::level_filters::LevelFilter;
 
-fn data_dir() -> Result<PathBuf> {
-    let mut data =
-        std::env::var_os("DATA_DIR").map_or_else(|| PathBuf::from("/data"), PathBuf::from);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--data" => data = PathBuf::from(args.next().context("--data needs a directory")?),
-            "-h" | "--help" => {
-                println!("usage: mailserver-web [--data DIR]");
-                std::process::exit(0);
-            }
-            other => anyhow::bail!("unknown argument {other:?} (try --help)"),
-        }
-    }
-    Ok(data)
+#[derive(Parser)]
+#[command(
+    name = "mailserver-web",
+    version,
+    about = "The dashboard and the tracking pixel, over HTTPS"
+)]
+struct Cli {
+    /// The data directory (database, TLS certificate in ssl/).
+    #[arg(long, env = "DATA_DIR", default_value = "/data", value_name = "DIR")]
+    data: PathBuf,
 }
 
 /// `TRUSTED_PROXIES`: comma-separated IP addresses whose `X-Forwarded-For` is believed.
@@ -46,16 +45,10 @@ fn trusted_proxies() -> Result<Vec<IpAddr>> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        // Colours only on a terminal: supervisord keeps this output in plain log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let cli = Cli::parse();
+    logging::init(LogOptions::stdout(LevelFilter::INFO));
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let paths = Paths::new(data_dir()?);
+    let paths = Paths::new(cli.data);
     let (pool, settings) = {
         let paths = paths.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {

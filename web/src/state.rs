@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use mailserver::db::Pool;
-use mailserver::settings::Paths;
+use mailserver::paths::Paths;
 use mailserver::store::tracking::OpenRecorder;
 
 use crate::auth::Auth;

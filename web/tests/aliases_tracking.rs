@@ -68,6 +68,7 @@ fn assert_ok_flash(page: &Reply, text: &str) {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "system-tests"), ignore = "applies as root")]
 async fn alias_lifecycle_is_applied_to_maps_db() {
     let app = logged_in().await;
     let page = app.get("/aliases").await;

@@ -39,7 +39,7 @@ pub async fn apply_changes(state: &AppState) -> Result<(), String> {
         .db
         .call(move |conn| {
             // The dashboard runs as its own user: the root applier does the writing and reloading.
-            mailserver::applier::apply(&paths, conn)
+            mailserver::applier::apply_or_delegate(&paths, conn)
                 .map_err(|e| crate::error::WebError::BadRequest(e.to_string()))
         })
         .await

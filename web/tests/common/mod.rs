@@ -9,7 +9,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode, header};
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
-use mailserver::settings::{Paths, Settings};
+use mailserver::{paths::Paths, settings::Settings};
 use mailserver_web::{AppState, Db, auth::Auth, pixel};
 use tower::ServiceExt as _;
 
