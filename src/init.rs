@@ -129,7 +129,7 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
         ),
     ]
     .into();
-    let settings = Settings::init_from_env(&conn, env, &defaults)?;
+    let settings = crate::store::settings::init_from_env(&conn, env, &defaults)?;
     let created_admin = admins::ensure_default(&conn)?;
 
     let created_certificate = !paths.tls_cert().exists() || !paths.tls_key().exists();

@@ -10,7 +10,6 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use rusqlite::Connection;
 use thiserror::Error;
 
 use crate::names::{Hostname, NameError};
@@ -292,47 +291,22 @@ impl Settings {
         .collect()
     }
 
-    /// Loads the settings `mailserver init` stored.
-    pub fn load(conn: &Connection) -> Result<Self, SettingsError> {
-        let map = stored(conn)?;
-        if map.is_empty() {
-            return Err(SettingsError::NotInitialised);
-        }
-        Self::from_map(&map)
-    }
-
-    /// Merges the environment over what is stored (and over `defaults` for keys never set), validates,
-    /// and stores the result.
-    pub fn init_from_env(
-        conn: &Connection,
+    /// The environment over `stored`, over `defaults` for keys never set, validated. A variable that
+    /// is present (even empty) replaces the stored value; one that is absent keeps it.
+    pub fn merge(
+        stored: BTreeMap<String, String>,
         env: impl Fn(&str) -> Option<String>,
         defaults: &BTreeMap<String, String>,
     ) -> Result<Self, SettingsError> {
         let mut map = defaults.clone();
-        map.extend(stored(conn)?);
+        map.extend(stored);
         for key in KEYS {
             if let Some(v) = env(key) {
                 map.insert((*key).to_string(), v);
             }
         }
-        let settings = Self::from_map(&map)?;
-        let tx = conn.unchecked_transaction()?;
-        for (k, v) in settings.to_map() {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (k, v),
-            )?;
-        }
-        tx.commit()?;
-        Ok(settings)
+        Self::from_map(&map)
     }
-}
-
-fn stored(conn: &Connection) -> Result<BTreeMap<String, String>, SettingsError> {
-    let mut stmt = conn.prepare("SELECT key, value FROM settings")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl Policy {
             return Ok(url.clone());
         }
         let conn = self.pool.get().map_err(DbError::from)?;
-        let settings = mailserver::settings::Settings::load(&conn).map_err(StoreError::from)?;
+        let settings = mailserver::store::settings::load(&conn).map_err(StoreError::from)?;
         *cached = Some((settings.pixel_base_url.clone(), Instant::now()));
         Ok(settings.pixel_base_url)
     }
@@ -127,7 +127,7 @@ mod tests {
         let policy = Policy::open(&path).unwrap();
         let conn = policy.pool.get().unwrap();
         let defaults = [("HOSTNAME".to_string(), "mx.example.com".to_string())].into();
-        mailserver::settings::Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
+        mailserver::store::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
         store::domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
         let dest = Destinations::parse("alice@example.com").unwrap();
         let source = AliasSource::parse("sales@example.com").unwrap();

@@ -70,7 +70,7 @@ fn prepare(dir: tempfile::TempDir) -> anyhow::Result<Fixture> {
     let news_id = {
         let conn = pool.get()?;
         let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();
-        mailserver::settings::Settings::init_from_env(&conn, |_| None, &defaults)?;
+        mailserver::store::settings::init_from_env(&conn, |_| None, &defaults)?;
         mailserver::store::domains::add(&conn, &Domain::parse("example.test")?)?;
         let alice = Destinations::parse("alice@example.test")?;
         let news = mailserver::store::aliases::add(

@@ -1,7 +1,6 @@
 //! The owner of every table: admins, domains, accounts, aliases, tracking (`tracked_messages`,
-//! `pixel_opens`) and settings. The first four and tracking are read and written only through this
-//! module's typed functions over validated types; the settings table only through [`Settings`] (its
-//! two statements sit beside the parsing of the values), which [`Snapshot`] reads here.
+//! `pixel_opens`) and settings, each read and written only through this module's typed functions
+//! over validated types (what a setting means is [`crate::settings`]; storing it is [`settings`]).
 //!
 //! Why one owner: the CLI, the milter and the dashboard are separate processes sharing one SQLite
 //! file, so its tables are the contract between them. With every statement in the library, a column
@@ -18,6 +17,7 @@ pub mod aliases;
 pub mod batch_writer;
 pub mod domains;
 pub mod overview;
+pub mod settings;
 pub mod tracking;
 
 use rusqlite::Connection;
@@ -82,7 +82,7 @@ impl Snapshot {
     pub fn read(conn: &mut Connection) -> Result<Self, StoreError> {
         let tx = conn.transaction()?;
         let snapshot = Self {
-            settings: Settings::load(&tx)?,
+            settings: settings::load(&tx)?,
             domains: domains::list(&tx)?,
             accounts: accounts::list(&tx)?,
             aliases: aliases::list(&tx)?,
@@ -119,7 +119,7 @@ pub(crate) mod testutil {
         let pool = db::open(&dir.path().join("t.db"), 1).unwrap();
         let conn = pool.get().unwrap();
         let defaults = [("HOSTNAME".to_string(), "mx.example.com".to_string())].into();
-        crate::settings::Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
+        super::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
         (dir, conn)
     }
 }

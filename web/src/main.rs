@@ -12,7 +12,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use clap::Parser;
 use mailserver::logging::{self, LogOptions};
 use mailserver::paths::Paths;
-use mailserver::settings::{ListenAddress, Settings};
+use mailserver::settings::ListenAddress;
 use mailserver_web::{AppState, Db, auth::Auth, pixel};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::level_filters::LevelFilter;
@@ -53,7 +53,7 @@ async fn main() -> Result<()> {
         let paths = paths.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
             let pool = mailserver::db::open(&paths.db(), 8)?;
-            let settings = Settings::load(&*pool.get()?)?;
+            let settings = mailserver::store::settings::load(&*pool.get()?)?;
             Ok((pool, settings))
         })
         .await??

@@ -255,7 +255,7 @@ mod tests {
         let pool = crate::db::open(&dir.path().join("t.db"), 4).unwrap();
         let conn = pool.get().unwrap();
         let defaults = [("HOSTNAME".to_string(), "mx.example.com".to_string())].into();
-        crate::settings::Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
+        crate::store::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
         store::domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
         let dest = Destinations::parse("alice@example.com").unwrap();
         for (source, tracking) in [("sales@example.com", true), ("plain@example.com", false)] {

@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mailserver::names::Domain;
-use mailserver::settings::Settings;
 use mailserver::store::domains::Usage;
 use mailserver::store::{self, StoreError};
 use maud::{Markup, html};
@@ -378,7 +377,7 @@ async fn dns(
         .db
         .call(move |conn| {
             let record = store::domains::get(conn, &d)?;
-            let settings = Settings::load(conn).map_err(StoreError::from)?;
+            let settings = mailserver::store::settings::load(conn).map_err(StoreError::from)?;
             Ok((record, settings))
         })
         .await?;

@@ -9,7 +9,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode, header};
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
-use mailserver::{paths::Paths, settings::Settings};
+use mailserver::paths::Paths;
 use mailserver_web::{AppState, Db, auth::Auth, pixel};
 use tower::ServiceExt as _;
 
@@ -49,7 +49,7 @@ impl TestApp {
         {
             let conn = pool.get().unwrap();
             let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();
-            Settings::init_from_env(&conn, |_| None, &defaults).unwrap();
+            mailserver::store::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
             mailserver::store::admins::ensure_default(&conn).unwrap();
         }
         let (opens, writer) = pixel::start_recorder(&pool).unwrap();
