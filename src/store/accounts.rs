@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension as _};
 
-use super::{StoreError, domain_id};
+use super::{StoreError, domain_id, expect_changed, expect_inserted, list_validated, not_found};
 use crate::names::{Address, Domain, LocalPart, display_name};
 use crate::password;
 
@@ -28,16 +28,7 @@ const SELECT: &str =
 
 /// A row of [`SELECT`] as stored; [`validate`] makes it an [`Account`].
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
+    Raw::try_from(r)
 }
 
 type Raw = (i64, String, String, String, bool, i64, String, bool);
@@ -57,9 +48,12 @@ fn validate(raw: Raw) -> Result<Account, StoreError> {
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<Account>, StoreError> {
-    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY d.domain, a.username"))?;
-    let rows = stmt.query_map([], from_row)?;
-    rows.map(|r| validate(r?)).collect()
+    list_validated(
+        conn,
+        &format!("{SELECT} ORDER BY d.domain, a.username"),
+        from_row,
+        validate,
+    )
 }
 
 pub fn get(conn: &Connection, address: &Address) -> Result<Account, StoreError> {
@@ -70,10 +64,7 @@ pub fn get(conn: &Connection, address: &Address) -> Result<Account, StoreError> 
             from_row,
         )
         .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "account",
-            key: address.to_string(),
-        })?;
+        .ok_or_else(|| not_found("account", address))?;
     validate(raw)
 }
 
@@ -108,17 +99,12 @@ pub fn add(
         });
     }
     let hash = password::hash(password)?;
-    match conn.execute(
+    let inserted = conn.execute(
         "INSERT INTO accounts (domain_id, username, password_hash, name, quota) VALUES (?1, ?2, ?3, ?4, ?5)",
         (domain, address.local().as_str(), &hash, &name, quota_mb),
-    ) {
-        Err(e) if crate::db::is_unique_violation(&e) => Err(StoreError::Exists {
-            what: "account",
-            key: address.to_string(),
-        }),
-        Err(e) => Err(e.into()),
-        Ok(_) => get(conn, address),
-    }
+    );
+    expect_inserted(inserted, "account", address)?;
+    get(conn, address)
 }
 
 fn update(
@@ -134,13 +120,7 @@ fn update(
         ),
         rusqlite::params![address.domain().as_str(), address.local().as_str(), value],
     )?;
-    if n == 0 {
-        return Err(StoreError::NotFound {
-            what: "account",
-            key: address.to_string(),
-        });
-    }
-    Ok(())
+    expect_changed(n, "account", address)
 }
 
 pub fn set_password(
@@ -172,13 +152,7 @@ pub fn remove(conn: &Connection, address: &Address) -> Result<(), StoreError> {
         "DELETE FROM accounts WHERE username = ?2 AND domain_id = (SELECT id FROM domains WHERE domain = ?1)",
         (address.domain().as_str(), address.local().as_str()),
     )?;
-    if n == 0 {
-        return Err(StoreError::NotFound {
-            what: "account",
-            key: address.to_string(),
-        });
-    }
-    Ok(())
+    expect_changed(n, "account", address)
 }
 
 #[cfg(test)]

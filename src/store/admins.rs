@@ -12,7 +12,7 @@
 
 use rusqlite::{Connection, OptionalExtension as _};
 
-use super::StoreError;
+use super::{StoreError, expect_changed, not_found};
 use crate::password;
 
 pub const DEFAULT_USERNAME: &str = "admin";
@@ -72,10 +72,7 @@ pub fn set_password(
         "UPDATE admins SET password_hash = ?2, updated_at = datetime('now') WHERE username = ?1",
         (username, hash),
     )?;
-    if n == 0 {
-        return Err(not_found(username));
-    }
-    Ok(())
+    expect_changed(n, "admin", username)
 }
 
 /// True when `password` is the admin's password (false for an unknown admin).
@@ -147,7 +144,7 @@ pub struct TotpState {
 }
 
 pub fn totp_state(conn: &Connection, username: &str) -> Result<TotpState, StoreError> {
-    let creds = credentials(conn, username)?.ok_or_else(|| not_found(username))?;
+    let creds = credentials(conn, username)?.ok_or_else(|| not_found("admin", username))?;
     Ok(TotpState {
         enabled: creds.totp_enabled,
         pending: if creds.totp_enabled {
@@ -179,10 +176,7 @@ pub fn confirm_totp(
     let Some(secret) = totp_state(conn, username)?.pending else {
         return Ok(false);
     };
-    let Some(step) = check_code(&secret, code) else {
-        return Ok(false);
-    };
-    if !consume_totp_step(conn, username, step)? {
+    if !code_accepted(conn, username, &secret, code, check_code)? {
         return Ok(false);
     }
     conn.execute(
@@ -210,13 +204,9 @@ pub fn disable_totp(
     else {
         return Ok(false);
     };
-    if !password::verify(password, &password_hash) {
-        return Ok(false);
-    }
-    let Some(step) = check_code(&secret, code) else {
-        return Ok(false);
-    };
-    if !consume_totp_step(conn, username, step)? {
+    if !password::verify(password, &password_hash)
+        || !code_accepted(conn, username, &secret, code, check_code)?
+    {
         return Ok(false);
     }
     conn.execute(
@@ -225,6 +215,21 @@ pub fn disable_totp(
         [username],
     )?;
     Ok(true)
+}
+
+/// True when `code` is valid for `secret` now and not a replay; its time step is then used up (see
+/// [`consume_totp_step`]).
+fn code_accepted(
+    conn: &Connection,
+    username: &str,
+    secret: &str,
+    code: &str,
+    check_code: impl CodeCheck,
+) -> Result<bool, StoreError> {
+    match check_code(secret, code) {
+        Some(step) => consume_totp_step(conn, username, step),
+        None => Ok(false),
+    }
 }
 
 /// The replay guard: records `step` as the admin's last accepted TOTP time step. False when it (or a
@@ -261,13 +266,6 @@ fn credentials(conn: &Connection, username: &str) -> Result<Option<Credentials>,
             },
         )
         .optional()?)
-}
-
-fn not_found(username: &str) -> StoreError {
-    StoreError::NotFound {
-        what: "admin",
-        key: username.to_string(),
-    }
 }
 
 #[cfg(test)]

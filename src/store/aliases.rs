@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension as _};
 
-use super::{StoreError, domain_id};
+use super::{StoreError, domain_id, expect_changed, expect_inserted, list_validated, not_found};
 use crate::names::{AliasSource, Destinations};
 
 #[derive(Debug, Clone)]
@@ -23,14 +23,7 @@ const SELECT: &str = "SELECT a.id, a.source, a.destination, a.active, a.tracking
 
 /// A row of [`SELECT`] as stored; [`validate`] makes it an [`Alias`].
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+    Raw::try_from(r)
 }
 
 /// Re-validates the addresses on the way out, so a row edited by hand cannot reach a configuration
@@ -48,9 +41,12 @@ fn validate(raw: Raw) -> Result<Alias, StoreError> {
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<Alias>, StoreError> {
-    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY a.source"))?;
-    let rows = stmt.query_map([], from_row)?;
-    rows.map(|r| validate(r?)).collect()
+    list_validated(
+        conn,
+        &format!("{SELECT} ORDER BY a.source"),
+        from_row,
+        validate,
+    )
 }
 
 pub fn get(conn: &Connection, source: &AliasSource) -> Result<Alias, StoreError> {
@@ -61,10 +57,7 @@ pub fn get(conn: &Connection, source: &AliasSource) -> Result<Alias, StoreError>
             from_row,
         )
         .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "alias",
-            key: source.key(),
-        })?;
+        .ok_or_else(|| not_found("alias", source.key()))?;
     validate(raw)
 }
 
@@ -73,10 +66,7 @@ pub fn get_by_id(conn: &Connection, id: i64) -> Result<Alias, StoreError> {
     let raw = conn
         .query_row(&format!("{SELECT} WHERE a.id = ?1"), [id], from_row)
         .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "alias",
-            key: format!("#{id}"),
-        })?;
+        .ok_or_else(|| not_found("alias", format!("#{id}")))?;
     validate(raw)
 }
 
@@ -99,17 +89,12 @@ pub fn add(
             });
         }
     }
-    match conn.execute(
+    let inserted = conn.execute(
         "INSERT INTO aliases (domain_id, source, destination, tracking_enabled) VALUES (?1, ?2, ?3, ?4)",
         (domain, source.key(), destinations.to_string(), tracking),
-    ) {
-        Err(e) if crate::db::is_unique_violation(&e) => Err(StoreError::Exists {
-            what: "alias",
-            key: source.key(),
-        }),
-        Err(e) => Err(e.into()),
-        Ok(_) => get(conn, source),
-    }
+    );
+    expect_inserted(inserted, "alias", source.key())?;
+    get(conn, source)
 }
 
 fn update(
@@ -122,13 +107,7 @@ fn update(
         &format!("UPDATE aliases SET {set} = ?2, updated_at = datetime('now') WHERE source = ?1"),
         rusqlite::params![source.key(), value],
     )?;
-    if n == 0 {
-        return Err(StoreError::NotFound {
-            what: "alias",
-            key: source.key(),
-        });
-    }
-    Ok(())
+    expect_changed(n, "alias", source.key())
 }
 
 pub fn set_destinations(
@@ -153,13 +132,7 @@ pub fn set_tracking(
 
 pub fn remove(conn: &Connection, source: &AliasSource) -> Result<(), StoreError> {
     let n = conn.execute("DELETE FROM aliases WHERE source = ?1", [source.key()])?;
-    if n == 0 {
-        return Err(StoreError::NotFound {
-            what: "alias",
-            key: source.key(),
-        });
-    }
-    Ok(())
+    expect_changed(n, "alias", source.key())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension as _};
 
-use super::StoreError;
+use super::{StoreError, exists, expect_changed, expect_inserted, list_validated, not_found};
 use crate::dkim;
 use crate::names::{Domain, Selector};
 
@@ -46,15 +46,7 @@ const USAGE_COLUMNS: &str = "(SELECT count(*) FROM accounts WHERE domain_id = d.
 
 /// A row starting with [`COLUMNS`] as stored; [`validate`] makes it a [`DomainRecord`].
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    Raw::try_from(r)
 }
 
 type Raw = (
@@ -88,9 +80,12 @@ fn validate(raw: Raw) -> Result<DomainRecord, StoreError> {
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<DomainRecord>, StoreError> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM domains ORDER BY domain"))?;
-    let rows = stmt.query_map([], from_row)?;
-    rows.map(|r| validate(r?)).collect()
+    list_validated(
+        conn,
+        &format!("SELECT {COLUMNS} FROM domains ORDER BY domain"),
+        from_row,
+        validate,
+    )
 }
 
 pub fn get(conn: &Connection, domain: &Domain) -> Result<DomainRecord, StoreError> {
@@ -101,10 +96,7 @@ pub fn get(conn: &Connection, domain: &Domain) -> Result<DomainRecord, StoreErro
             from_row,
         )
         .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "domain",
-            key: domain.to_string(),
-        })?;
+        .ok_or_else(|| not_found("domain", domain))?;
     validate(raw)
 }
 
@@ -143,10 +135,7 @@ fn usage_of(conn: &Connection, id: i64) -> Result<Usage, StoreError> {
 /// Adds a domain with a fresh RSA-2048 DKIM key (selector `mail`).
 pub fn add(conn: &Connection, domain: &Domain) -> Result<DomainRecord, StoreError> {
     if get(conn, domain).is_ok() {
-        return Err(StoreError::Exists {
-            what: "domain",
-            key: domain.to_string(),
-        });
+        return Err(exists("domain", domain));
     }
     let key = dkim::generate()?;
     let selector = dkim::first_selector();
@@ -160,14 +149,8 @@ pub fn add(conn: &Connection, domain: &Domain) -> Result<DomainRecord, StoreErro
             &key.public_b64,
         ),
     );
-    match inserted {
-        Err(e) if crate::db::is_unique_violation(&e) => Err(StoreError::Exists {
-            what: "domain",
-            key: domain.to_string(),
-        }),
-        Err(e) => Err(e.into()),
-        Ok(_) => get(conn, domain),
-    }
+    expect_inserted(inserted, "domain", domain)?;
+    get(conn, domain)
 }
 
 /// Replaces the domain's DKIM key with a new one under a new selector; returns the new selector.
@@ -194,13 +177,7 @@ pub fn set_active(conn: &Connection, domain: &Domain, active: bool) -> Result<()
         "UPDATE domains SET active = ?2, updated_at = datetime('now') WHERE domain = ?1",
         (domain.as_str(), active),
     )?;
-    if n == 0 {
-        return Err(StoreError::NotFound {
-            what: "domain",
-            key: domain.to_string(),
-        });
-    }
-    Ok(())
+    expect_changed(n, "domain", domain)
 }
 
 /// Removes a domain. Refused while accounts or aliases use it, unless `cascade` removes them too.

@@ -92,6 +92,60 @@ impl Snapshot {
     }
 }
 
+/// `NotFound` for the `what` (e.g. "account") named `key`.
+pub(crate) fn not_found(what: &'static str, key: impl std::fmt::Display) -> StoreError {
+    StoreError::NotFound {
+        what,
+        key: key.to_string(),
+    }
+}
+
+/// `Exists` for the `what` (e.g. "account") named `key`.
+pub(crate) fn exists(what: &'static str, key: impl std::fmt::Display) -> StoreError {
+    StoreError::Exists {
+        what,
+        key: key.to_string(),
+    }
+}
+
+/// The outcome of an UPDATE or DELETE of the `what` named `key` that changed `rows` rows: `NotFound`
+/// when it changed none (there is no such `what`).
+pub(crate) fn expect_changed(
+    rows: usize,
+    what: &'static str,
+    key: impl std::fmt::Display,
+) -> Result<(), StoreError> {
+    if rows == 0 {
+        return Err(not_found(what, key));
+    }
+    Ok(())
+}
+
+/// The outcome of the INSERT of the `what` named `key`: `Exists` when a unique key refused it.
+pub(crate) fn expect_inserted(
+    result: rusqlite::Result<usize>,
+    what: &'static str,
+    key: impl std::fmt::Display,
+) -> Result<(), StoreError> {
+    match result {
+        Err(e) if crate::db::is_unique_violation(&e) => Err(exists(what, key)),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Every row `sql` selects, read by `from_row` and re-validated by `validate`.
+pub(crate) fn list_validated<Raw, T>(
+    conn: &Connection,
+    sql: &str,
+    from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<Raw>,
+    validate: fn(Raw) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], from_row)?;
+    rows.map(|r| validate(r?)).collect()
+}
+
 /// The id of a managed domain, or `UnknownDomain`.
 pub(crate) fn domain_id(
     conn: &Connection,

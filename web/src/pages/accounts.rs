@@ -68,6 +68,18 @@ struct Errors {
 }
 
 impl Errors {
+    /// The posted display name, checked: `None`, with the error noted, when it is refused.
+    fn check_name(&mut self, input: &str) -> Option<String> {
+        display_name(input)
+            .map_err(|e| self.name = Some(e.to_string()))
+            .ok()
+    }
+
+    /// The posted quota, parsed: `None`, with the error noted, when it is refused.
+    fn check_quota(&mut self, input: &str) -> Option<u32> {
+        parse_quota(input).map_err(|e| self.quota = Some(e)).ok()
+    }
+
     fn any(&self) -> bool {
         self.local.is_some()
             || self.domain.is_some()
@@ -239,56 +251,40 @@ async fn add(
     let domain = Domain::parse(input.domain.trim())
         .map_err(|e| errors.domain = Some(e.to_string()))
         .ok();
-    let name = display_name(&input.name)
-        .map_err(|e| errors.name = Some(e.to_string()))
-        .ok();
-    let quota = parse_quota(&input.quota)
-        .map_err(|e| errors.quota = Some(e))
-        .ok();
+    let name = errors.check_name(&input.name);
+    let quota = errors.check_quota(&input.quota);
     if input.password.is_empty() {
         errors.password = Some(PasswordError::Empty.to_string());
     }
     let password = std::mem::take(&mut input.password);
-    let (Some(local), Some(domain), Some(name), Some(quota), false) =
+    if let (Some(local), Some(domain), Some(name), Some(quota), false) =
         (local, domain, name, quota, errors.any())
-    else {
-        return render_list(
-            &state,
-            &admin,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            input,
-            errors,
-        )
-        .await;
-    };
-    let address = Address::new(local, domain);
-    let a = address.clone();
-    let added = state
-        .db
-        .call(move |conn| Ok(store::accounts::add(conn, &a, &password, quota, &name)))
-        .await?;
-    let error = match added {
-        Ok(_) => {
-            return Ok(applied(
-                &state,
-                &admin,
-                "/accounts",
-                format!("Account {address} added"),
-            )
-            .await);
+    {
+        let address = Address::new(local, domain);
+        let a = address.clone();
+        let added = state
+            .db
+            .call(move |conn| Ok(store::accounts::add(conn, &a, &password, quota, &name)))
+            .await?;
+        let error = match added {
+            Ok(_) => {
+                let message = format!("Account {address} added");
+                return Ok(applied(&state, &admin, "/accounts", message).await);
+            }
+            Err(e) => e,
+        };
+        match error {
+            StoreError::Exists { .. } | StoreError::AddressIsAlias { .. } => {
+                errors.local = Some(error.to_string())
+            }
+            StoreError::QuotaTooLarge { .. } => errors.quota = Some(error.to_string()),
+            StoreError::UnknownDomain { .. } => errors.domain = Some(error.to_string()),
+            StoreError::Password(_) => errors.password = Some(error.to_string()),
+            StoreError::Name(_) => errors.name = Some(error.to_string()),
+            other => return Err(other.into()),
         }
-        Err(e) => e,
-    };
-    match error {
-        StoreError::Exists { .. } | StoreError::AddressIsAlias { .. } => {
-            errors.local = Some(error.to_string())
-        }
-        StoreError::QuotaTooLarge { .. } => errors.quota = Some(error.to_string()),
-        StoreError::UnknownDomain { .. } => errors.domain = Some(error.to_string()),
-        StoreError::Password(_) => errors.password = Some(error.to_string()),
-        StoreError::Name(_) => errors.name = Some(error.to_string()),
-        other => return Err(other.into()),
     }
+    // The form is refused, by its own checks or the store's: show it again with the errors.
     render_list(
         &state,
         &admin,
@@ -404,76 +400,48 @@ async fn save(
     let address = path_address(&raw)?;
     let active = input.active.as_deref().is_some_and(|v| !v.is_empty());
     let mut errors = Errors::default();
-    let name = display_name(&input.name)
-        .map_err(|e| errors.name = Some(e.to_string()))
-        .ok();
-    let quota = parse_quota(&input.quota)
-        .map_err(|e| errors.quota = Some(e))
-        .ok();
+    let name = errors.check_name(&input.name);
+    let quota = errors.check_quota(&input.quota);
     let submitted = DetailsView {
         name: input.name,
         quota: input.quota,
         active,
     };
-    let (Some(name), Some(quota)) = (name, quota) else {
-        return render_edit(
-            &state,
-            &admin,
-            address,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(submitted),
-            errors,
-        )
-        .await;
-    };
-    let a = address.clone();
-    let saved = state
-        .db
-        .call(move |conn| {
-            let tx = conn.transaction()?;
-            let result = store::accounts::set_name(&tx, &a, &name)
-                .and_then(|()| store::accounts::set_quota(&tx, &a, quota))
-                .and_then(|()| store::accounts::set_active(&tx, &a, active));
-            if result.is_ok() {
-                tx.commit()?;
+    if let (Some(name), Some(quota)) = (name, quota) {
+        let a = address.clone();
+        let saved = state
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let result = store::accounts::set_name(&tx, &a, &name)
+                    .and_then(|()| store::accounts::set_quota(&tx, &a, quota))
+                    .and_then(|()| store::accounts::set_active(&tx, &a, active));
+                if result.is_ok() {
+                    tx.commit()?;
+                }
+                Ok(result)
+            })
+            .await?;
+        match saved {
+            Ok(()) => {
+                let message = format!("Account {address} saved");
+                return Ok(applied(&state, &admin, "/accounts", message).await);
             }
-            Ok(result)
-        })
-        .await?;
-    match saved {
-        Ok(()) => Ok(applied(
-            &state,
-            &admin,
-            "/accounts",
-            format!("Account {address} saved"),
-        )
-        .await),
-        Err(e @ StoreError::Name(_)) => {
-            errors.name = Some(e.to_string());
-            render_edit(
-                &state,
-                &admin,
-                address,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some(submitted),
-                errors,
-            )
-            .await
+            Err(e @ StoreError::Name(_)) => errors.name = Some(e.to_string()),
+            Err(e @ StoreError::QuotaTooLarge { .. }) => errors.quota = Some(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
-        Err(e @ StoreError::QuotaTooLarge { .. }) => {
-            errors.quota = Some(e.to_string());
-            render_edit(
-                &state,
-                &admin,
-                address,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some(submitted),
-                errors,
-            )
-            .await
-        }
-        Err(e) => Err(e.into()),
     }
+    // The form is refused, by its own checks or the store's: show it again with the errors.
+    render_edit(
+        &state,
+        &admin,
+        address,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some(submitted),
+        errors,
+    )
+    .await
 }
 
 /// The posted password form.

@@ -35,6 +35,19 @@ fn path_domain(raw: &str) -> Result<Domain, WebError> {
     Domain::parse(raw).map_err(|_| WebError::NotFound)
 }
 
+/// Runs `f` on the database with the domain named in the URL (a 404 when the name does not parse);
+/// returns that domain with what `f` returned.
+async fn with_path_domain<R: Send + 'static>(
+    state: &AppState,
+    raw: &str,
+    f: impl FnOnce(&mut rusqlite::Connection, &Domain) -> Result<R, WebError> + Send + 'static,
+) -> Result<(Domain, R), WebError> {
+    let domain = path_domain(raw)?;
+    let d = domain.clone();
+    let result = state.db.call(move |conn| f(conn, &d)).await?;
+    Ok((domain, result))
+}
+
 /// `1 account`, `2 accounts`.
 fn count(n: i64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -237,12 +250,10 @@ async fn set_active(
     raw: String,
     active: bool,
 ) -> Result<Response, WebError> {
-    let domain = path_domain(&raw)?;
-    let d = domain.clone();
-    state
-        .db
-        .call(move |conn| Ok(store::domains::set_active(conn, &d, active)?))
-        .await?;
+    let (domain, ()) = with_path_domain(&state, &raw, move |conn, d| {
+        Ok(store::domains::set_active(conn, d, active)?)
+    })
+    .await?;
     let message = if active {
         format!("Domain {domain} activated")
     } else {
@@ -282,13 +293,11 @@ async fn delete(
     Path(raw): Path<String>,
     Form(input): Form<DeletePost>,
 ) -> Result<Response, WebError> {
-    let domain = path_domain(&raw)?;
     let cascade = input.cascade.is_some_and(|v| !v.is_empty());
-    let d = domain.clone();
-    let removed = state
-        .db
-        .call(move |conn| Ok(store::domains::remove(conn, &d, cascade)))
-        .await?;
+    let (domain, removed) = with_path_domain(&state, &raw, move |conn, d| {
+        Ok(store::domains::remove(conn, d, cascade))
+    })
+    .await?;
     match removed {
         Ok(usage) => {
             let mut message = format!("Domain {domain} deleted");
@@ -323,12 +332,10 @@ async fn rotate(
     Extension(admin): Extension<Admin>,
     Path(raw): Path<String>,
 ) -> Result<Response, WebError> {
-    let domain = path_domain(&raw)?;
-    let d = domain.clone();
-    let selector = state
-        .db
-        .call(move |conn| Ok(store::domains::rotate_dkim(conn, &d)?))
-        .await?;
+    let (domain, selector) = with_path_domain(&state, &raw, |conn, d| {
+        Ok(store::domains::rotate_dkim(conn, d)?)
+    })
+    .await?;
     Ok(applied(
         &state,
         &admin,
@@ -371,16 +378,12 @@ async fn dns(
     Extension(admin): Extension<Admin>,
     Path(raw): Path<String>,
 ) -> Result<Response, WebError> {
-    let domain = path_domain(&raw)?;
-    let d = domain.clone();
-    let (record, settings) = state
-        .db
-        .call(move |conn| {
-            let record = store::domains::get(conn, &d)?;
-            let settings = mailserver::store::settings::load(conn).map_err(StoreError::from)?;
-            Ok((record, settings))
-        })
-        .await?;
+    let (domain, (record, settings)) = with_path_domain(&state, &raw, |conn, d| {
+        let record = store::domains::get(conn, d)?;
+        let settings = mailserver::store::settings::load(conn).map_err(StoreError::from)?;
+        Ok((record, settings))
+    })
+    .await?;
     let records = mailserver::dns::records(
         &domain,
         &settings.hostname,
