@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -13,7 +12,7 @@ use clap::Parser;
 use mailserver::logging::{self, LogOptions};
 use mailserver::paths::Paths;
 use mailserver::settings::ListenAddress;
-use mailserver_web::{AppState, Db, auth::Auth, pixel};
+use mailserver_web::AppState;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::level_filters::LevelFilter;
 
@@ -67,15 +66,7 @@ async fn main() -> Result<()> {
         .await
         .context("could not load the TLS certificate from ssl/")?;
 
-    let (opens, writer) = pixel::start_recorder(&pool)?;
-    let db = Db::new(pool);
-    let state = AppState {
-        db,
-        paths: Arc::new(paths),
-        auth: Arc::new(Auth::default()),
-        opens,
-        trusted_proxies: Arc::new(trusted_proxies()?),
-    };
+    let (state, writer) = AppState::start(pool, paths, trusted_proxies()?)?;
     let app = mailserver_web::app(state);
 
     let handle = axum_server::Handle::new();

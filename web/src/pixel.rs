@@ -1,7 +1,7 @@
 //! `GET /pixel?id=ID`: the tracking pixel. Public (no login), always the same 43-byte transparent GIF
 //! with `no-store`, whatever the id, so the response tells a prober nothing.
 //!
-//! Opens are queued to the library's [`OpenRecorder`], whose thread writes them in batches, so a
+//! Opens are queued to the library's `OpenRecorder` (started with the [`AppState`]), whose thread writes them in batches, so a
 //! response never waits on SQLite's write lock. Only ids of the one tracking-id format are queued
 //! ([`TrackingId::parse`]), and rows are only inserted for ids that exist. On a clean shutdown the
 //! queue is drained before the process exits, so no open is lost.
@@ -11,11 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use mailserver::db::Pool;
-use mailserver::store::batch_writer::WriterError;
-use mailserver::store::tracking::{Open, OpenRecorder};
+use mailserver::store::tracking::Open;
 use mailserver::tracking::TrackingId;
-use tokio::task::JoinHandle;
 
 use crate::client_ip::{client_ip, peer_ip};
 use crate::state::AppState;
@@ -29,13 +26,6 @@ pub const GIF: [u8; 43] = [
 
 /// The longest User-Agent stored, in characters.
 const MAX_USER_AGENT: usize = 512;
-
-/// Starts the open writer. The handle completes once every [`OpenRecorder`] clone is dropped and
-/// everything queued is written; await it before exiting.
-pub fn start_recorder(pool: &Pool) -> Result<(OpenRecorder, JoinHandle<()>), WriterError> {
-    let (recorder, thread) = OpenRecorder::start(pool)?;
-    Ok((recorder, tokio::task::spawn_blocking(move || thread.join())))
-}
 
 pub async fn pixel(State(state): State<AppState>, req: Request) -> Response {
     let id = req.uri().query().and_then(|q| {

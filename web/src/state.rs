@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use mailserver::db::Pool;
 use mailserver::paths::Paths;
+use mailserver::store::batch_writer::WriterError;
 use mailserver::store::tracking::OpenRecorder;
+use tokio::task::JoinHandle;
 
 use crate::auth::Auth;
 use crate::error::WebError;
@@ -20,6 +22,27 @@ pub struct AppState {
     pub opens: OpenRecorder,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Arc<Vec<IpAddr>>,
+}
+
+impl AppState {
+    /// The state of a fresh process: no sessions yet, and the pixel-open writer started. The handle
+    /// completes once every clone of the state is dropped and every queued open is written; await
+    /// it before exiting.
+    pub fn start(
+        pool: Pool,
+        paths: Paths,
+        trusted_proxies: Vec<IpAddr>,
+    ) -> Result<(Self, JoinHandle<()>), WriterError> {
+        let (opens, thread) = OpenRecorder::start(&pool)?;
+        let state = Self {
+            db: Db::new(pool),
+            paths: Arc::new(paths),
+            auth: Arc::new(Auth::default()),
+            opens,
+            trusted_proxies: Arc::new(trusted_proxies),
+        };
+        Ok((state, tokio::task::spawn_blocking(move || thread.join())))
+    }
 }
 
 /// The database pool, used only through [`Db::call`].

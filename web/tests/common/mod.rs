@@ -2,7 +2,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -10,7 +9,7 @@ use axum::http::{Request, Response, StatusCode, header};
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use mailserver::paths::Paths;
-use mailserver_web::{AppState, Db, auth::Auth, pixel};
+use mailserver_web::AppState;
 use tower::ServiceExt as _;
 
 pub struct TestApp {
@@ -52,15 +51,8 @@ impl TestApp {
             mailserver::store::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
             mailserver::store::admins::ensure_default(&conn).unwrap();
         }
-        let (opens, writer) = pixel::start_recorder(&pool).unwrap();
-        let db = Db::new(pool);
-        let state = AppState {
-            db,
-            paths: Arc::new(paths),
-            auth: Arc::new(Auth::default()),
-            opens,
-            trusted_proxies: Arc::new(vec!["10.0.0.1".parse().unwrap()]),
-        };
+        let (state, writer) =
+            AppState::start(pool, paths, vec!["10.0.0.1".parse().unwrap()]).unwrap();
         let router = mailserver_web::app(state.clone());
         Self {
             dir,
