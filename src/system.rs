@@ -95,8 +95,11 @@ pub enum Owner {
     Vmail,
     /// Root's, readable (and for the database, writable) by the `mailserver` group.
     RootMailserverGroup,
-    /// The milter's, so it can create its socket there.
-    Milter,
+    /// The milter's, with Postfix's group: its socket's directory, which only the milter and
+    /// Postfix may enter.
+    MilterPostfixGroup,
+    /// OpenDKIM's, with Postfix's group: its socket's directory, likewise.
+    OpendkimPostfixGroup,
 }
 
 impl Owner {
@@ -124,7 +127,14 @@ impl Owner {
                 Gid::from_raw(users.vmail_gid),
             ),
             Owner::RootMailserverGroup => (Uid::from_raw(0), users.mailserver_gid()),
-            Owner::Milter => (Uid::from_raw(users.milter_uid), users.mailserver_gid()),
+            Owner::MilterPostfixGroup => (
+                Uid::from_raw(users.milter_uid),
+                Gid::from_raw(users.postfix_gid),
+            ),
+            Owner::OpendkimPostfixGroup => (
+                Uid::from_raw(users.opendkim_uid),
+                Gid::from_raw(users.postfix_gid),
+            ),
         }
     }
 }

@@ -107,8 +107,10 @@ async fn serve(addr: ListenAddr, db: PathBuf, limits: Limits) -> Result<()> {
             let _ = std::fs::remove_file(path);
             let listener = UnixListener::bind(path)
                 .with_context(|| format!("could not bind {}", path.display()))?;
-            // Postfix connects as its own unprivileged user.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            // Owner and group only: whoever can connect can claim `{auth_authen}`. Postfix connects
+            // through its group: `init` makes the socket's directory setgid `postfix` (0750), so
+            // the socket is created in that group. Elsewhere, give the socket's group to Postfix.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
                 .with_context(|| format!("could not chmod {}", path.display()))?;
             tracing::info!(socket = %path.display(), "mailserver-milter listening");
             indymilter::run(Buffered(listener), callbacks, session::config(), shutdown).await?;

@@ -119,6 +119,11 @@ class NativeStack(Stack):
         subprocess.run(["sendmail", "-C", str(self.data_dir / "config" / "postfix"), *args], input=raw,
                        check=True, timeout=30)
 
+    def run_as(self, user, *args, check=True):
+        """Runs a command on the stack's machine as `user` (with that user's groups)."""
+        r = subprocess.run(["runuser", "-u", user, "--", *args], capture_output=True, text=True, timeout=60)
+        return self.check("runuser -u %s %s" % (user, " ".join(args)), r, check)
+
 
 class ContainerStack(Stack):
     """The Compose project scripts/docker-test.sh started; its container may be recreated by tests."""
@@ -163,6 +168,10 @@ class ContainerStack(Stack):
 
     def sendmail(self, args, raw):
         self.exec("sendmail", "-C", "/data/config/postfix", *args, input=raw)
+
+    def run_as(self, user, *args, check=True):
+        """Runs a command in the container as `user` (with that user's groups)."""
+        return self.exec(*args, check=check, user=user)
 
     def wait_healthy(self, timeout=120):
         deadline = time.monotonic() + timeout
