@@ -105,8 +105,18 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
     // made-up `{auth_authen}`. Each daemon creates its socket in a directory of its own that only it
     // and Postfix's group may enter (0750). The directory is setgid, so the socket is created in
     // Postfix's group, and each daemon makes it 0660 (the milter by chmod, OpenDKIM by UMask 007).
-    dir(&paths.milter_run_dir(), 0o2750, Owner::MilterPostfixGroup, &users)?;
-    dir(&paths.opendkim_run_dir(), 0o2750, Owner::OpendkimPostfixGroup, &users)?;
+    dir(
+        &paths.milter_run_dir(),
+        0o2750,
+        Owner::MilterPostfixGroup,
+        &users,
+    )?;
+    dir(
+        &paths.opendkim_run_dir(),
+        0o2750,
+        Owner::OpendkimPostfixGroup,
+        &users,
+    )?;
 
     let pool = db::open(&paths.db(), 2)?;
     let mut conn = pool.get().map_err(DbError::from)?;
