@@ -33,7 +33,8 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             login::require_admin,
-        ));
+        ))
+        .layer(middleware::from_fn(security::no_store));
     Router::new()
         .route(mailserver::tracking::PIXEL_PATH, get(pixel::pixel))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -15,6 +15,17 @@ use subtle::ConstantTimeEq as _;
 use crate::auth::Admin;
 use crate::error::WebError;
 
+/// `Cache-Control: no-store` on every dashboard response (unless the handler chose a header of its
+/// own): its pages show accounts, aliases, tracking data and CSRF tokens, none of which may
+/// stay in a shared cache or in the browser's disk cache.
+pub async fn no_store(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    resp
+}
+
 /// The largest form we accept.
 pub const MAX_FORM: usize = 1024 * 1024;
 

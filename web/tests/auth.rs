@@ -183,3 +183,68 @@ async fn the_pixel_is_always_the_same_gif_and_records_known_ids() {
     );
     drop(dir);
 }
+
+/// Behind a trusted proxy, a client that writes its own `X-Forwarded-For` entries cannot choose the
+/// address that is recorded: an entry that does not parse stops the walk at the proxy, instead of
+/// being skipped so that the spoofed address left of it is believed.
+#[tokio::test]
+async fn a_spoofed_forwarded_for_behind_a_garbage_entry_is_not_believed() {
+    let mut app = TestApp::new().await;
+    app.peer = "10.0.0.1:40000".parse().unwrap(); // the harness's trusted proxy
+    app.conn()
+        .execute("INSERT INTO tracked_messages (tracking_id, sender, recipients) VALUES ('VQx3An5C4mtsOVsTUQiGHQ', 's@x.test', 'r@y.test')", [])
+        .unwrap();
+    for forwarded in [
+        "198.51.100.66, unknown",
+        "198.51.100.66, _hidden",
+        "203.0.113.5, 192.0.2.7:4711",
+    ] {
+        let req = Request::get("/pixel?id=VQx3An5C4mtsOVsTUQiGHQ")
+            .header("x-forwarded-for", forwarded)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.send(req).await.status, StatusCode::OK);
+    }
+    let writer = app.writer.take().unwrap();
+    let TestApp {
+        state, router, dir, ..
+    } = app;
+    drop(router);
+    let pool = state.db.pool().clone();
+    drop(state);
+    writer.await.unwrap();
+    let ips: Vec<String> = pool
+        .get()
+        .unwrap()
+        .prepare("SELECT client_ip FROM pixel_opens ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ips, ["10.0.0.1", "10.0.0.1", "192.0.2.7"]);
+    drop(dir);
+}
+
+/// Every dashboard answer, the login challenge included, tells caches not to keep it.
+#[tokio::test]
+async fn dashboard_pages_are_never_cached() {
+    let mut app = TestApp::new().await;
+    let challenge = app.get("/").await;
+    assert_eq!(challenge.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge.headers[header::CACHE_CONTROL], "no-store");
+    app.login("admin", "admin").await;
+    for page in [
+        "/",
+        "/domains",
+        "/accounts",
+        "/aliases",
+        "/tracking",
+        "/settings",
+        "/tracking.csv",
+    ] {
+        let r = app.get(page).await;
+        assert_eq!(r.status, StatusCode::OK, "{page}");
+        assert_eq!(r.headers[header::CACHE_CONTROL], "no-store", "{page}");
+    }
+}
