@@ -127,7 +127,7 @@ async fn totp_login_works_once_per_code() {
 
 #[tokio::test]
 async fn the_pixel_is_always_the_same_gif_and_records_known_ids() {
-    let mut app = TestApp::new().await;
+    let app = TestApp::new().await;
     app.conn()
         .execute("INSERT INTO tracked_messages (tracking_id, sender, recipients) VALUES ('VQx3An5C4mtsOVsTUQiGHQ', 's@x.test', 'r@y.test')", [])
         .unwrap();
@@ -154,24 +154,8 @@ async fn the_pixel_is_always_the_same_gif_and_records_known_ids() {
         );
         assert_eq!(r.headers[header::CONTENT_LENGTH], "43");
     }
-    // A clean shutdown drains the queue: drop every sender, then wait for the writer.
-    let writer = app.writer.take().unwrap();
-    let TestApp {
-        state, router, dir, ..
-    } = app;
-    drop(router);
-    let pool = state.db.pool().clone();
-    drop(state);
-    writer.await.unwrap();
-    let rows: Vec<(String, String, String)> = pool
-        .get()
-        .unwrap()
-        .prepare("SELECT tracking_id, client_ip, user_agent FROM pixel_opens")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    // A clean shutdown drains the queue: every open is written.
+    let rows = app.shut_down_and_read_opens().await;
     // X-Forwarded-For is ignored: the peer (192.0.2.10) is not a trusted proxy.
     assert_eq!(
         rows,
@@ -181,7 +165,6 @@ async fn the_pixel_is_always_the_same_gif_and_records_known_ids() {
             "Mozilla/5.0 test".to_string()
         )]
     );
-    drop(dir);
 }
 
 /// Behind a trusted proxy, a client that writes its own `X-Forwarded-For` entries cannot choose the
@@ -205,25 +188,13 @@ async fn a_spoofed_forwarded_for_behind_a_garbage_entry_is_not_believed() {
             .unwrap();
         assert_eq!(app.send(req).await.status, StatusCode::OK);
     }
-    let writer = app.writer.take().unwrap();
-    let TestApp {
-        state, router, dir, ..
-    } = app;
-    drop(router);
-    let pool = state.db.pool().clone();
-    drop(state);
-    writer.await.unwrap();
-    let ips: Vec<String> = pool
-        .get()
-        .unwrap()
-        .prepare("SELECT client_ip FROM pixel_opens ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let ips: Vec<String> = app
+        .shut_down_and_read_opens()
+        .await
+        .into_iter()
+        .map(|(_, ip, _)| ip)
+        .collect();
     assert_eq!(ips, ["10.0.0.1", "10.0.0.1", "192.0.2.7"]);
-    drop(dir);
 }
 
 /// Every dashboard answer, the login challenge included, tells caches not to keep it.

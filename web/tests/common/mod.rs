@@ -65,6 +65,30 @@ impl TestApp {
         }
     }
 
+    /// Shuts the app down as the binary does (every sender of the open queue dropped, the writer
+    /// drained), then reads every recorded open: (tracking id, client IP, User-Agent), in order.
+    pub async fn shut_down_and_read_opens(mut self) -> Vec<(String, String, String)> {
+        let writer = self.writer.take().unwrap();
+        let Self {
+            state, router, dir, ..
+        } = self;
+        drop(router);
+        let pool = state.db.pool().clone();
+        drop(state);
+        writer.await.unwrap();
+        let rows = pool
+            .get()
+            .unwrap()
+            .prepare("SELECT tracking_id, client_ip, user_agent FROM pixel_opens ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        drop(dir);
+        rows
+    }
+
     pub fn conn(&self) -> mailserver::db::PooledConnection {
         self.state.db.pool().get().unwrap()
     }
