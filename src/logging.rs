@@ -4,112 +4,32 @@
 //! (supervisord and the scripts keep them in plain files).
 //!
 //! ```no_run
-//! use mailserver::logging::{self, LogOptions};
 //! use tracing::level_filters::LevelFilter;
-//! logging::init(LogOptions::stderr(LevelFilter::WARN));
+//! mailserver::logging::to_stderr(LevelFilter::WARN);
 //! ```
 
-use std::io::{self, IsTerminal as _, Write};
+use std::io::{self, IsTerminal as _};
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// A standard stream: where log lines go, or where a custom writer ends up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
+/// Lines to standard error (the CLI, whose standard output is its records).
+pub fn to_stderr(default_level: LevelFilter) {
+    install(default_level, io::stderr, io::stderr().is_terminal());
 }
 
-impl Stream {
-    pub fn is_terminal(self) -> bool {
-        match self {
-            Stream::Stdout => io::stdout().is_terminal(),
-            Stream::Stderr => io::stderr().is_terminal(),
-        }
-    }
+/// Lines to standard output (the daemons, whose output supervisord keeps).
+pub fn to_stdout(default_level: LevelFilter) {
+    install(default_level, io::stdout, io::stdout().is_terminal());
 }
 
-/// What [`Stream`] writes each line with.
-pub enum StreamWriter {
-    Stdout(io::Stdout),
-    Stderr(io::Stderr),
-}
-
-impl Write for StreamWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            StreamWriter::Stdout(w) => w.write(buf),
-            StreamWriter::Stderr(w) => w.write(buf),
-        }
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            StreamWriter::Stdout(w) => w.write_all(buf),
-            StreamWriter::Stderr(w) => w.write_all(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            StreamWriter::Stdout(w) => w.flush(),
-            StreamWriter::Stderr(w) => w.flush(),
-        }
-    }
-}
-
-impl<'a> MakeWriter<'a> for Stream {
-    type Writer = StreamWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        match self {
-            Stream::Stdout => StreamWriter::Stdout(io::stdout()),
-            Stream::Stderr => StreamWriter::Stderr(io::stderr()),
-        }
-    }
-}
-
-/// How a binary logs: [`LogOptions::stdout`] or [`LogOptions::stderr`], optionally through another
-/// writer with [`LogOptions::writer`].
-#[derive(Debug, Clone)]
-pub struct LogOptions<W = Stream> {
-    /// The level logged when `RUST_LOG` is unset or cannot be parsed.
-    pub default_level: LevelFilter,
-    /// Where each line is written: any [`MakeWriter`].
-    pub writer: W,
-    /// The stream `writer` ends on; colours are used only when it is a terminal.
-    pub stream: Stream,
-}
-
-impl LogOptions<Stream> {
-    /// Lines straight to standard output.
-    pub fn stdout(default_level: LevelFilter) -> Self {
-        Self {
-            default_level,
-            writer: Stream::Stdout,
-            stream: Stream::Stdout,
-        }
-    }
-
-    /// Lines straight to standard error.
-    pub fn stderr(default_level: LevelFilter) -> Self {
-        Self {
-            default_level,
-            writer: Stream::Stderr,
-            stream: Stream::Stderr,
-        }
-    }
-}
-
-impl<W> LogOptions<W> {
-    /// Writes through `writer` instead (a batching writer, say), which ends on the same stream.
-    pub fn writer<W2>(self, writer: W2) -> LogOptions<W2> {
-        LogOptions {
-            default_level: self.default_level,
-            writer,
-            stream: self.stream,
-        }
-    }
+/// Lines through `writer` (a batching writer, say) that ends on standard output.
+pub fn to_stdout_through<W>(default_level: LevelFilter, writer: W)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    install(default_level, writer, io::stdout().is_terminal());
 }
 
 /// The filter: `RUST_LOG` when it is set and valid, else `default_level` for everything.
@@ -120,14 +40,14 @@ fn filter(default_level: LevelFilter) -> EnvFilter {
 
 /// Installs the global subscriber. Does nothing when one is installed already (tests that start a
 /// server in process).
-pub fn init<W>(options: LogOptions<W>)
+fn install<W>(default_level: LevelFilter, writer: W, ansi: bool)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let _ = tracing_subscriber::fmt()
-        .with_writer(options.writer)
-        .with_ansi(options.stream.is_terminal())
-        .with_env_filter(filter(options.default_level))
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .with_env_filter(filter(default_level))
         .try_init();
 }
 
@@ -144,16 +64,5 @@ mod tests {
         }
         assert_eq!(filter(LevelFilter::WARN).to_string(), "warn");
         assert_eq!(filter(LevelFilter::INFO).to_string(), "info");
-    }
-
-    #[test]
-    fn a_custom_writer_keeps_the_stream() {
-        let o = LogOptions::stdout(LevelFilter::INFO).writer(io::sink);
-        assert_eq!(
-            (o.stream, o.default_level),
-            (Stream::Stdout, LevelFilter::INFO)
-        );
-        let o = LogOptions::stderr(LevelFilter::WARN);
-        assert_eq!(o.writer, Stream::Stderr);
     }
 }

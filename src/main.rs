@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use mailserver::logging::{self, LogOptions};
+use mailserver::logging;
 use mailserver::names::{Address, AliasSource, Destinations, Domain};
 use mailserver::paths::Paths;
 use mailserver::store::{Snapshot, accounts, admins, aliases, domains};
@@ -19,7 +19,7 @@ use tracing::level_filters::LevelFilter;
 #[command(name = "mailserver", version, about = "Administer the mail server")]
 struct Cli {
     /// The data directory (database, keys, mail, rendered configuration).
-    #[arg(long, global = true, env = "DATA_DIR", default_value = "/data")]
+    #[arg(long, global = true, env = "DATA_DIR", default_value = mailserver::paths::DEFAULT_DATA_DIR)]
     data: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -161,7 +161,7 @@ fn read_password(flag: bool) -> Result<String> {
 }
 
 fn main() -> ExitCode {
-    logging::init(LogOptions::stderr(LevelFilter::WARN));
+    logging::to_stderr(LevelFilter::WARN);
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 
 use crate::names::{Address, Domain, Selector};
 
+/// The data directory when neither `--data` nor `DATA_DIR` names one: the container's volume.
+pub const DEFAULT_DATA_DIR: &str = "/data";
+
 /// Where everything lives under the data directory (`/data` in the container).
 #[derive(Debug, Clone)]
 pub struct Paths {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use mailserver::logging::{self, LogOptions};
+use mailserver::logging;
 use mailserver::paths::Paths;
 use mailserver::tracking::{BaseUrl, TrackingId, pixel_url};
 use mailserver_milter::listener::{Buffered, ListenAddr, LowLatencyTcpListener};
@@ -33,7 +33,7 @@ use tracing::level_filters::LevelFilter;
 )]
 struct Cli {
     /// The data directory (its database says which aliases are tracked).
-    #[arg(long, env = "DATA_DIR", default_value = "/data", value_name = "DIR")]
+    #[arg(long, env = "DATA_DIR", default_value = mailserver::paths::DEFAULT_DATA_DIR, value_name = "DIR")]
     data: PathBuf,
     /// Where to listen [default: DIR/run/milter/milter.sock, the socket the rendered main.cf names].
     #[arg(long, value_name = "unix:PATH|inet:HOST:PORT")]
@@ -69,7 +69,7 @@ fn main() -> Result<()> {
         limits.max_body = max_body;
     }
     let log = BatchedLines::start(std::io::stdout());
-    logging::init(LogOptions::stdout(LevelFilter::INFO).writer(log.clone()));
+    logging::to_stdout_through(LevelFilter::INFO, log.clone());
     let paths = Paths::new(cli.data);
     let socket = cli
         .socket

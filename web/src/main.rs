@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use axum_server::tls_rustls::RustlsConfig;
 use clap::Parser;
-use mailserver::logging::{self, LogOptions};
+use mailserver::logging;
 use mailserver::paths::Paths;
 use mailserver::settings::ListenAddress;
 use mailserver_web::AppState;
@@ -24,7 +24,7 @@ use tracing::level_filters::LevelFilter;
 )]
 struct Cli {
     /// The data directory (database, TLS certificate in ssl/).
-    #[arg(long, env = "DATA_DIR", default_value = "/data", value_name = "DIR")]
+    #[arg(long, env = "DATA_DIR", default_value = mailserver::paths::DEFAULT_DATA_DIR, value_name = "DIR")]
     data: PathBuf,
 }
 
@@ -45,7 +45,7 @@ fn trusted_proxies() -> Result<Vec<IpAddr>> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    logging::init(LogOptions::stdout(LevelFilter::INFO));
+    logging::to_stdout(LevelFilter::INFO);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let paths = Paths::new(cli.data);
     let (pool, settings) = {
