@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_tracking_names.sql",
         include_str!("../sql/0003_tracking_names.sql"),
     ),
+    (
+        "0004_login_state.sql",
+        include_str!("../sql/0004_login_state.sql"),
+    ),
 ];
 
 #[derive(Debug, Error)]

@@ -1,6 +1,6 @@
 //! `mailserver init`: idempotent first-start (and every-start) preparation of the data directory.
 //!
-//! Creates the directory tree with the right owners, the database (migrated), the default admin, the
+//! Creates the directory tree with the right owners, the database (migrated), the first admin, the
 //! self-signed TLS certificate when none exists, stores the settings from the environment, and applies
 //! the configuration. Running it again changes nothing that already exists: keys and certificates are
 //! never regenerated.
@@ -54,7 +54,8 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 #[derive(Debug)]
 pub struct InitReport {
     pub settings: Settings,
-    pub created_admin: bool,
+    /// The admin created (or whose old default password was replaced), with its password to print.
+    pub created_admin: Option<admins::CreatedAdmin>,
     pub created_certificate: bool,
     pub apply: apply::Report,
 }
@@ -142,8 +143,9 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
         ),
     ]
     .into();
+    let initial_admin_password = admins::InitialPassword::from_env(&env);
     let settings = crate::store::settings::init_from_env(&conn, env, &defaults)?;
-    let created_admin = admins::ensure_default(&conn)?;
+    let created_admin = admins::ensure_admin(&conn, &initial_admin_password)?;
 
     let created_certificate = !paths.tls_cert().exists() || !paths.tls_key().exists();
     if created_certificate {

@@ -27,8 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Prepare the data directory (idempotent): directories, database, default admin, TLS certificate,
-    /// settings from the environment, rendered configuration.
+    /// Prepare the data directory (idempotent): directories, database, the first admin (its random
+    /// password is printed once, on standard output; ADMIN_PASSWORD_FILE gives one instead), TLS
+    /// certificate, settings from the environment, rendered configuration.
     Init,
     /// Render the configuration from the database and reload the daemons that need it.
     Apply,
@@ -134,8 +135,8 @@ enum AliasCmd {
 
 #[derive(Subcommand)]
 enum AdminCmd {
-    /// Reset an admin's password and turn off its 2FA. Prints a new random password unless
-    /// --password-stdin gives one.
+    /// Reset an admin's password and turn off its 2FA; also ends every dashboard session and lifts
+    /// every login lockout. Prints a new random password unless --password-stdin gives one.
     ResetPassword {
         #[arg(long, default_value = admins::DEFAULT_USERNAME)]
         username: String,
@@ -237,14 +238,17 @@ fn open<'a>(
 
 fn init(paths: &Paths) -> Result<()> {
     let report = mailserver::init::init(paths, |k| std::env::var(k).ok())?;
+    if let Some(admin) = &report.created_admin {
+        print_created_admin(admin)?;
+    }
     eprintln!(
         "initialised {} for {}{}{}; wrote {} file(s)",
         paths.data.display(),
         report.settings.hostname,
-        if report.created_admin {
-            "; created admin/admin (change it!)"
-        } else {
-            ""
+        match &report.created_admin {
+            Some(admin) if admin.replaced_default => "; replaced the old default admin password",
+            Some(_) => "; created the dashboard admin",
+            None => "",
         },
         if report.created_certificate {
             "; made a self-signed certificate"
@@ -253,6 +257,40 @@ fn init(paths: &Paths) -> Result<()> {
         },
         report.apply.written.len()
     );
+    Ok(())
+}
+
+/// Tells the operator the first admin's password, once: on standard output, which `docker compose
+/// logs` shows. A framed block so it stands out among the daemons' start-up lines.
+fn print_created_admin(admin: &admins::CreatedAdmin) -> Result<()> {
+    let what = if admin.replaced_default {
+        "replaced the old default password `admin` of the dashboard admin"
+    } else {
+        "created the dashboard admin"
+    };
+    let mut out = std::io::stdout().lock();
+    match &admin.generated_password {
+        Some(pw) => {
+            let rule = "*".repeat(72);
+            writeln!(out, "{rule}")?;
+            writeln!(out, "* mailserver: {what} {:?}", admin.username)?;
+            writeln!(out, "*")?;
+            writeln!(out, "*   admin password: {pw}")?;
+            writeln!(out, "*")?;
+            writeln!(
+                out,
+                "* (shown once; change it in Settings, or with `mailserver admin reset-password`)"
+            )?;
+            writeln!(out, "{rule}")?;
+        }
+        None => writeln!(
+            out,
+            "mailserver: {what} {:?} with the password from {}",
+            admin.username,
+            admins::PASSWORD_FILE_VAR
+        )?,
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -410,11 +448,17 @@ fn admin(cmd: AdminCmd, ctx: &mut Ctx) -> Result<()> {
             let pw = if password_stdin {
                 read_password(true)?
             } else {
-                let pw = password::random(20);
+                let pw = password::random(admins::GENERATED_PASSWORD_LEN);
                 writeln!(std::io::stdout(), "{pw}")?;
                 pw
             };
-            admins::reset_password(conn, &username, &pw)?;
+            let report =
+                admins::reset_password(conn, &username, &pw, mailserver::store::unix_now())?;
+            // On stderr: standard output carries the password alone, for scripts.
+            eprintln!(
+                "reset the password of {username}; ended {} dashboard session(s) and lifted {} login lockout(s)",
+                report.sessions_ended, report.lockouts_cleared
+            );
         }
     }
     Ok(())

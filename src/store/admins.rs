@@ -1,25 +1,63 @@
 //! Dashboard administrators: their passwords and two-factor authentication (TOTP), and the login check.
 //!
-//! `mailserver init` creates `admin`/`admin`; the dashboard nags until it is changed. The login logic
-//! lives here rather than in the dashboard so that every rule about the `admins` table (the dummy hash
-//! for unknown users, the code appended to the password, the replay guard) sits beside the statements
-//! it depends on. Only the TOTP arithmetic stays with the dashboard, which owns the TOTP crate: the
-//! functions that check a code take it as a [`CodeCheck`].
+//! There is no default password: `mailserver init` creates the first admin, `admin`, with a random
+//! password that it prints once (or with the one in `ADMIN_PASSWORD_FILE`, a Docker secret), see
+//! [`ensure_admin`]. An install from before this rule, whose admin still has the password `admin`,
+//! gets a random one the same way at its next start. Every new password has at least
+//! [`MIN_PASSWORD_LEN`] characters.
+//!
+//! The login logic lives here rather than in the dashboard so that every rule about the `admins`
+//! table (the dummy hash for unknown users, the code appended to the password, the replay guard)
+//! sits beside the statements it depends on. Only the TOTP arithmetic stays with the dashboard, which
+//! owns the TOTP crate: the functions that check a code take it as a [`CodeCheck`].
 //!
 //! 2FA has three states: off (no secret), pending (a secret shown to the admin, not yet confirmed with
 //! a code; the login ignores it) and on. Each accepted code's time step is stored, and a code is only
 //! accepted for a later step than the last one, so a code (or an older one) cannot be replayed.
 
-use rusqlite::{Connection, OptionalExtension as _};
+use std::path::PathBuf;
 
-use super::{StoreError, expect_changed, not_found};
+use rusqlite::{Connection, OptionalExtension as _};
+use thiserror::Error;
+
+use super::{StoreError, expect_changed, login_limiter, not_found, sessions};
 use crate::password;
 
 pub const DEFAULT_USERNAME: &str = "admin";
-pub const DEFAULT_PASSWORD: &str = "admin";
+/// The password `init` used to give every new install; it is replaced at the next `init` and
+/// refused as a new password.
+const OLD_DEFAULT_PASSWORD: &str = "admin";
+/// The shortest password an admin may be given.
+pub const MIN_PASSWORD_LEN: usize = 12;
+/// The length of the password `init` generates.
+pub const GENERATED_PASSWORD_LEN: usize = 24;
+/// The environment variable naming a file with the first admin's password (a Docker secret).
+pub const PASSWORD_FILE_VAR: &str = "ADMIN_PASSWORD_FILE";
 
 /// The digits of a TOTP code, appended to the password at login when 2FA is on.
 pub const CODE_DIGITS: usize = 6;
+
+/// Why a new admin password is refused.
+#[derive(Debug, Error)]
+pub enum AdminPasswordError {
+    #[error("an admin password needs at least {MIN_PASSWORD_LEN} characters")]
+    TooShort,
+    #[error("could not read {PASSWORD_FILE_VAR} ({path}): {source}")]
+    ReadFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{PASSWORD_FILE_VAR} ({path}): {reason}")]
+    BadFile { path: String, reason: String },
+}
+
+/// Checks a new admin password against the policy (length; the hash checks the rest).
+pub fn check_new_password(password: &str) -> Result<(), AdminPasswordError> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(AdminPasswordError::TooShort);
+    }
+    Ok(())
+}
 
 /// Checks a TOTP code against a base32 secret at the current time: the time step the code is valid
 /// for, or `None` when it is not valid now. The dashboard passes its TOTP implementation.
@@ -29,36 +67,130 @@ impl<F: Fn(&str, &str) -> Option<u64>> CodeCheck for F {}
 /// A hash to burn the same time on when the user does not exist (no user enumeration by timing).
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0G6XVWwRVchmqAqeGz1LmA2zdDP5dxoxl4pdRYQeygA";
 
-/// Creates the default admin when there is no admin at all. Returns true when it did.
-pub fn ensure_default(conn: &Connection) -> Result<bool, StoreError> {
-    let any: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM admins)", [], |r| r.get(0))?;
-    if any {
-        return Ok(false);
+/// Where the first admin's password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitialPassword {
+    /// Generated, and shown once ([`CreatedAdmin::generated_password`]).
+    Random,
+    /// Read from this file (`ADMIN_PASSWORD_FILE`) when, and only when, the admin is created.
+    File(PathBuf),
+}
+
+impl InitialPassword {
+    /// From the environment: a file when [`PASSWORD_FILE_VAR`] is set and not empty.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Self {
+        match env(PASSWORD_FILE_VAR) {
+            Some(path) if !path.trim().is_empty() => Self::File(PathBuf::from(path.trim())),
+            _ => Self::Random,
+        }
     }
-    let hash = password::hash(DEFAULT_PASSWORD)?;
+
+    /// The password: generated, or the file's first line (one trailing newline stripped).
+    fn read(&self) -> Result<String, StoreError> {
+        let Self::File(path) = self else {
+            return Ok(password::random(GENERATED_PASSWORD_LEN));
+        };
+        let shown = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| AdminPasswordError::ReadFile {
+                path: shown.clone(),
+                source,
+            })?;
+        let pw = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        if pw.contains(['\r', '\n', '\0']) {
+            return Err(AdminPasswordError::BadFile {
+                path: shown,
+                reason: "the password must be one line".into(),
+            }
+            .into());
+        }
+        if pw.chars().count() < MIN_PASSWORD_LEN {
+            return Err(AdminPasswordError::BadFile {
+                path: shown,
+                reason: format!("the password needs at least {MIN_PASSWORD_LEN} characters"),
+            }
+            .into());
+        }
+        Ok(pw.to_string())
+    }
+}
+
+/// An admin `init` created, or whose old default password it replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedAdmin {
+    pub username: String,
+    /// The generated password, to be shown once; `None` when it came from `ADMIN_PASSWORD_FILE`.
+    pub generated_password: Option<String>,
+    /// True when the admin existed with the old default password `admin` (an upgrade).
+    pub replaced_default: bool,
+}
+
+/// Makes sure there is an admin that cannot be logged into with `admin`/`admin`: creates
+/// [`DEFAULT_USERNAME`] with the `initial` password when there is no admin, and replaces the
+/// password of an admin [`DEFAULT_USERNAME`] that is still `admin`. Returns what it did, `None`
+/// when nothing. `initial` is read only then: a password file is not needed afterwards, and a
+/// later change of it does nothing (`mailserver admin reset-password` changes the password).
+pub fn ensure_admin(
+    conn: &Connection,
+    initial: &InitialPassword,
+) -> Result<Option<CreatedAdmin>, StoreError> {
+    let any: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM admins)", [], |r| r.get(0))?;
+    let replaced_default = any && check_password(conn, DEFAULT_USERNAME, OLD_DEFAULT_PASSWORD)?;
+    if any && !replaced_default {
+        return Ok(None);
+    }
+    let pw = initial.read()?;
+    let hash = password::hash(&pw)?;
     conn.execute(
-        "INSERT INTO admins (username, password_hash) VALUES (?1, ?2)",
+        "INSERT INTO admins (username, password_hash) VALUES (?1, ?2)
+         ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash,
+             updated_at = datetime('now')",
         (DEFAULT_USERNAME, hash),
     )?;
-    Ok(true)
+    Ok(Some(CreatedAdmin {
+        username: DEFAULT_USERNAME.to_string(),
+        generated_password: (*initial == InitialPassword::Random).then_some(pw),
+        replaced_default,
+    }))
+}
+
+/// What [`reset_password`] ended besides the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResetReport {
+    /// Sessions ended (of every admin).
+    pub sessions_ended: usize,
+    /// Login lockouts lifted (of every client).
+    pub lockouts_cleared: usize,
 }
 
 /// Sets an admin's password and turns 2FA off (the recovery path when the admin is locked out);
-/// creates the admin if it does not exist.
+/// creates the admin if it does not exist. Also ends every session and lifts every login lockout
+/// (at `now`, Unix seconds): whoever knew the old password is out, and the admin can log in at once.
 pub fn reset_password(
     conn: &Connection,
     username: &str,
     new_password: &str,
-) -> Result<(), StoreError> {
+    now: i64,
+) -> Result<ResetReport, StoreError> {
     let username = crate::names::LocalPart::parse(username)?;
+    check_new_password(new_password)?;
     let hash = password::hash(new_password)?;
-    conn.execute(
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
         "INSERT INTO admins (username, password_hash) VALUES (?1, ?2)
          ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash,
              totp_enabled = 0, totp_secret = NULL, updated_at = datetime('now')",
         (username.as_str(), hash),
     )?;
-    Ok(())
+    let report = ResetReport {
+        sessions_ended: sessions::end_all(&tx, now)?,
+        lockouts_cleared: login_limiter::clear_all(&tx, now)?,
+    };
+    tx.commit()?;
+    Ok(report)
 }
 
 /// Changes an existing admin's password (2FA stays as it is).
@@ -67,6 +199,7 @@ pub fn set_password(
     username: &str,
     new_password: &str,
 ) -> Result<(), StoreError> {
+    check_new_password(new_password)?;
     let hash = password::hash(new_password)?;
     let n = conn.execute(
         "UPDATE admins SET password_hash = ?2, updated_at = datetime('now') WHERE username = ?1",
@@ -84,34 +217,22 @@ pub fn check_password(
     Ok(credentials(conn, username)?.is_some_and(|c| password::verify(password, &c.password_hash)))
 }
 
-/// A successful login.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginOk {
-    /// The password is still [`DEFAULT_PASSWORD`]: the dashboard shows a banner.
-    pub default_password: bool,
-}
-
 /// Verifies a login: `password` is the admin's password, followed by the current
 /// [`CODE_DIGITS`]-digit code when 2FA is on. An accepted code is used up (see [`consume_totp_step`]).
-/// `None` for a wrong password or code, a replayed code, or an unknown admin, in about the same time
+/// False for a wrong password or code, a replayed code, or an unknown admin, in about the same time
 /// (an unknown admin costs one Argon2 verification too). Blocking: Argon2 takes tens of milliseconds.
 pub fn verify_login(
     conn: &Connection,
     username: &str,
     password: &str,
     check_code: impl CodeCheck,
-) -> Result<Option<LoginOk>, StoreError> {
+) -> Result<bool, StoreError> {
     let Some(creds) = credentials(conn, username)? else {
         let _ = password::verify(password, DUMMY_HASH);
-        return Ok(None);
+        return Ok(false);
     };
     if !creds.totp_enabled {
-        if !password::verify(password, &creds.password_hash) {
-            return Ok(None);
-        }
-        return Ok(Some(LoginOk {
-            default_password: password == DEFAULT_PASSWORD,
-        }));
+        return Ok(password::verify(password, &creds.password_hash));
     }
     let Some(split) = password
         .len()
@@ -119,7 +240,7 @@ pub fn verify_login(
         .filter(|&i| password.is_char_boundary(i))
     else {
         let _ = password::verify(password, DUMMY_HASH);
-        return Ok(None);
+        return Ok(false);
     };
     let (pw, code) = password.split_at(split);
     let pw_ok = password::verify(pw, &creds.password_hash);
@@ -128,10 +249,8 @@ pub fn verify_login(
         .as_deref()
         .and_then(|secret| check_code(secret, code));
     match (pw_ok, step) {
-        (true, Some(step)) if consume_totp_step(conn, username, step)? => Ok(Some(LoginOk {
-            default_password: pw == DEFAULT_PASSWORD,
-        })),
-        _ => Ok(None),
+        (true, Some(step)) => consume_totp_step(conn, username, step),
+        _ => Ok(false),
     }
 }
 
@@ -274,6 +393,9 @@ mod tests {
     use crate::store::testutil;
 
     const SECRET: &str = "JBSWY3DPEHPK3PXP";
+    /// The admin's password in these tests.
+    const PW: &str = "a-test-password";
+    const T0: i64 = 1_800_000_000;
 
     /// A stand-in for the dashboard's TOTP: the code is the step, zero-padded to six digits, and is
     /// valid for [`SECRET`] only.
@@ -287,40 +409,173 @@ mod tests {
         format!("{step:06}")
     }
 
-    /// The default admin with 2FA on (secret [`SECRET`]), as the dashboard's two steps leave it.
+    /// The admin `admin` with the password [`PW`].
+    fn admin(conn: &Connection) {
+        reset_password(conn, "admin", PW, T0).unwrap();
+    }
+
+    /// The admin with 2FA on (secret [`SECRET`]), as the dashboard's two steps leave it.
     fn admin_with_2fa(conn: &Connection) {
-        ensure_default(conn).unwrap();
+        admin(conn);
         assert!(start_totp(conn, "admin", SECRET).unwrap());
         assert!(confirm_totp(conn, "admin", &code(10), check).unwrap());
     }
 
+    fn password_file(dir: &tempfile::TempDir, text: &str) -> InitialPassword {
+        let path = dir.path().join("admin_password");
+        std::fs::write(&path, text).unwrap();
+        InitialPassword::File(path)
+    }
+
     #[test]
-    fn default_admin_and_reset() {
+    fn the_first_admin_gets_a_random_password_shown_once_never_admin() {
         let (_dir, conn) = testutil::conn();
-        assert!(ensure_default(&conn).unwrap());
-        assert!(!ensure_default(&conn).unwrap());
-        assert!(check_password(&conn, "admin", "admin").unwrap());
-        admin_with_2fa(&conn);
-        reset_password(&conn, "admin", "n3w").unwrap();
-        assert!(check_password(&conn, "admin", "n3w").unwrap());
+        let created = ensure_admin(&conn, &InitialPassword::Random)
+            .unwrap()
+            .unwrap();
+        assert_eq!(created.username, "admin");
+        assert!(!created.replaced_default);
+        let pw = created.generated_password.unwrap();
+        assert!(
+            pw.len() >= 20 && pw.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{pw}"
+        );
+        assert!(check_password(&conn, "admin", &pw).unwrap());
         assert!(!check_password(&conn, "admin", "admin").unwrap());
+        // Only the hash is stored.
+        let stored: String = conn
+            .query_row("SELECT password_hash FROM admins", [], |r| r.get(0))
+            .unwrap();
+        assert!(stored.starts_with("$argon2id$") && !stored.contains(&pw));
+        // Nothing to do the second time.
+        assert_eq!(ensure_admin(&conn, &InitialPassword::Random).unwrap(), None);
+        assert!(check_password(&conn, "admin", &pw).unwrap());
+    }
+
+    #[test]
+    fn the_password_file_sets_the_first_password_only() {
+        let (dir, conn) = testutil::conn();
+        let file = password_file(&dir, "from-the-secret-file\n");
+        let created = ensure_admin(&conn, &file).unwrap().unwrap();
+        assert_eq!(
+            created.generated_password, None,
+            "a given password is not printed"
+        );
+        assert!(check_password(&conn, "admin", "from-the-secret-file").unwrap());
+        // Once the admin exists the file is not read: it may change, or go away.
+        let later = password_file(&dir, "changed-in-the-file\n");
+        assert_eq!(ensure_admin(&conn, &later).unwrap(), None);
+        std::fs::remove_file(dir.path().join("admin_password")).unwrap();
+        assert_eq!(ensure_admin(&conn, &later).unwrap(), None);
+        assert!(check_password(&conn, "admin", "from-the-secret-file").unwrap());
+    }
+
+    #[test]
+    fn a_bad_password_file_is_refused_with_a_clear_error() {
+        for (text, why) in [
+            ("short\n", "at least 12 characters"),
+            ("eleven-char", "at least 12 characters"),
+            ("two\nlines-of-password\n", "one line"),
+        ] {
+            let (dir, conn) = testutil::conn();
+            let err = ensure_admin(&conn, &password_file(&dir, text)).unwrap_err();
+            assert!(err.to_string().contains("ADMIN_PASSWORD_FILE"), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+            let n: i64 = conn
+                .query_row("SELECT count(*) FROM admins", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0);
+        }
+        let (dir, conn) = testutil::conn();
+        let missing = InitialPassword::File(dir.path().join("nope"));
+        assert!(
+            ensure_admin(&conn, &missing)
+                .unwrap_err()
+                .to_string()
+                .contains("could not read")
+        );
+        // Exactly one trailing newline is stripped (CRLF too); twelve characters are enough.
+        let created = ensure_admin(&conn, &password_file(&dir, "twelve-chars\r\n")).unwrap();
+        assert!(created.is_some());
+        assert!(check_password(&conn, "admin", "twelve-chars").unwrap());
+    }
+
+    #[test]
+    fn an_upgraded_install_with_admin_admin_gets_a_random_password() {
+        let (_dir, conn) = testutil::conn();
+        // What `init` did before: admin/admin.
+        conn.execute(
+            "INSERT INTO admins (username, password_hash) VALUES ('admin', ?1)",
+            [password::hash("admin").unwrap()],
+        )
+        .unwrap();
+        let created = ensure_admin(&conn, &InitialPassword::Random)
+            .unwrap()
+            .unwrap();
+        assert!(created.replaced_default);
+        let pw = created.generated_password.unwrap();
+        assert!(check_password(&conn, "admin", &pw).unwrap());
+        assert!(!check_password(&conn, "admin", "admin").unwrap());
+        assert_eq!(ensure_admin(&conn, &InitialPassword::Random).unwrap(), None);
+    }
+
+    #[test]
+    fn new_passwords_have_at_least_twelve_characters() {
+        let (_dir, conn) = testutil::conn();
+        for short in ["admin", "", "eleven-char"] {
+            assert!(matches!(
+                reset_password(&conn, "admin", short, T0),
+                Err(StoreError::AdminPassword(AdminPasswordError::TooShort))
+            ));
+        }
+        admin(&conn);
+        assert!(matches!(
+            set_password(&conn, "admin", "admin"),
+            Err(StoreError::AdminPassword(AdminPasswordError::TooShort))
+        ));
+    }
+
+    #[test]
+    fn reset_sets_the_password_turns_2fa_off_and_ends_sessions_and_lockouts() {
+        let (_dir, mut conn) = testutil::conn();
+        admin_with_2fa(&conn);
+        sessions::create(&conn, "admin", T0).unwrap();
+        sessions::create(&conn, "admin", T0).unwrap();
+        let keys = login_limiter::LimitKeys::new(Some("192.0.2.1".parse().unwrap()), "admin");
+        for _ in 0..=login_limiter::FREE_ATTEMPTS {
+            login_limiter::begin_attempt(&mut conn, &keys, T0).unwrap();
+        }
+        let report = reset_password(&conn, "admin", "n3w-password-ok", T0).unwrap();
+        assert_eq!(
+            report,
+            ResetReport {
+                sessions_ended: 2,
+                lockouts_cleared: 2
+            }
+        );
+        assert!(check_password(&conn, "admin", "n3w-password-ok").unwrap());
+        assert!(!check_password(&conn, "admin", PW).unwrap());
         assert_eq!(totp_state(&conn, "admin").unwrap(), TotpState::default());
+        assert_eq!(
+            login_limiter::begin_attempt(&mut conn, &keys, T0).unwrap(),
+            login_limiter::Attempt::Allowed
+        );
     }
 
     #[test]
     fn set_password_changes_only_an_existing_admin() {
         let (_dir, conn) = testutil::conn();
-        ensure_default(&conn).unwrap();
+        admin(&conn);
         set_password(&conn, "admin", "a-long-new-password").unwrap();
         assert!(check_password(&conn, "admin", "a-long-new-password").unwrap());
-        assert!(!check_password(&conn, "admin", "admin").unwrap());
-        assert!(!check_password(&conn, "nobody", "admin").unwrap());
+        assert!(!check_password(&conn, "admin", PW).unwrap());
+        assert!(!check_password(&conn, "nobody", PW).unwrap());
         assert!(matches!(
-            set_password(&conn, "nobody", "pw"),
+            set_password(&conn, "nobody", "a-long-new-password"),
             Err(StoreError::NotFound { .. })
         ));
         assert!(matches!(
-            set_password(&conn, "admin", ""),
+            set_password(&conn, "admin", "a-long-new-password\n"),
             Err(StoreError::Password(_))
         ));
     }
@@ -328,26 +583,15 @@ mod tests {
     #[test]
     fn login_without_2fa() {
         let (_dir, conn) = testutil::conn();
-        ensure_default(&conn).unwrap();
+        admin(&conn);
         let login = |user: &str, pw: &str| verify_login(&conn, user, pw, check).unwrap();
-        assert_eq!(
-            login("admin", "admin"),
-            Some(LoginOk {
-                default_password: true
-            })
-        );
-        assert_eq!(login("admin", "wrong"), None);
-        assert_eq!(login("nobody", "admin"), None);
-        set_password(&conn, "admin", "a-long-new-password").unwrap();
-        assert_eq!(
-            login("admin", "a-long-new-password"),
-            Some(LoginOk {
-                default_password: false
-            })
-        );
+        assert!(login("admin", PW));
+        assert!(!login("admin", "wrong"));
+        assert!(!login("admin", "admin"));
+        assert!(!login("nobody", PW));
         // A pending secret changes nothing until it is confirmed.
         assert!(start_totp(&conn, "admin", SECRET).unwrap());
-        assert!(login("admin", "a-long-new-password").is_some());
+        assert!(login("admin", PW));
     }
 
     #[test]
@@ -355,30 +599,21 @@ mod tests {
         let (_dir, conn) = testutil::conn();
         admin_with_2fa(&conn);
         let login = |pw: &str| verify_login(&conn, "admin", pw, check).unwrap();
-        assert_eq!(login("admin"), None, "the password alone");
-        assert_eq!(login(&code(20)), None, "the code alone");
-        assert_eq!(
-            login(&format!("wrong{}", code(20))),
-            None,
-            "a wrong password"
-        );
-        assert_eq!(
-            login(&format!("admin{}", code(20))),
-            Some(LoginOk {
-                default_password: true
-            })
-        );
-        assert_eq!(login(&format!("admin{}", code(20))), None, "a replay");
-        assert_eq!(login(&format!("admin{}", code(19))), None, "an older code");
-        assert!(login(&format!("admin{}", code(21))).is_some());
+        assert!(!login(PW), "the password alone");
+        assert!(!login(&code(20)), "the code alone");
+        assert!(!login(&format!("wrong{}", code(20))), "a wrong password");
+        assert!(login(&format!("{PW}{}", code(20))));
+        assert!(!login(&format!("{PW}{}", code(20))), "a replay");
+        assert!(!login(&format!("{PW}{}", code(19))), "an older code");
+        assert!(login(&format!("{PW}{}", code(21))));
         // Non-ASCII right where the code starts: refused, not a panic.
-        assert_eq!(login("adminé12345"), None);
+        assert!(!login("adminé12345"));
     }
 
     #[test]
     fn the_replay_guard_accepts_each_step_once_and_only_forward() {
         let (_dir, conn) = testutil::conn();
-        ensure_default(&conn).unwrap();
+        admin(&conn);
         assert!(consume_totp_step(&conn, "admin", 100).unwrap());
         assert!(!consume_totp_step(&conn, "admin", 100).unwrap());
         assert!(!consume_totp_step(&conn, "admin", 99).unwrap());
@@ -391,7 +626,7 @@ mod tests {
     #[test]
     fn the_2fa_life_cycle() {
         let (_dir, conn) = testutil::conn();
-        ensure_default(&conn).unwrap();
+        admin(&conn);
         assert_eq!(totp_state(&conn, "admin").unwrap(), TotpState::default());
         assert!(matches!(
             totp_state(&conn, "nobody"),
@@ -421,16 +656,11 @@ mod tests {
         assert!(!confirm_totp(&conn, "admin", &code(6), check).unwrap());
         // Off needs the password and a fresh code.
         assert!(!disable_totp(&conn, "admin", "wrong", &code(7), check).unwrap());
-        assert!(!disable_totp(&conn, "admin", "admin", &code(5), check).unwrap());
+        assert!(!disable_totp(&conn, "admin", PW, &code(5), check).unwrap());
         assert!(totp_state(&conn, "admin").unwrap().enabled);
-        assert!(disable_totp(&conn, "admin", "admin", &code(7), check).unwrap());
+        assert!(disable_totp(&conn, "admin", PW, &code(7), check).unwrap());
         assert_eq!(totp_state(&conn, "admin").unwrap(), TotpState::default());
-        assert!(!disable_totp(&conn, "admin", "admin", &code(8), check).unwrap());
-        assert_eq!(
-            verify_login(&conn, "admin", "admin", check).unwrap(),
-            Some(LoginOk {
-                default_password: true
-            })
-        );
+        assert!(!disable_totp(&conn, "admin", PW, &code(8), check).unwrap());
+        assert!(verify_login(&conn, "admin", PW, check).unwrap());
     }
 }

@@ -1,6 +1,7 @@
-//! The owner of every table: admins, domains, accounts, aliases, tracking (`tracked_messages`,
-//! `pixel_opens`) and settings, each read and written only through this module's typed functions
-//! over validated types (what a setting means is [`crate::settings`]; storing it is [`settings`]).
+//! The owner of every table: admins (with their sessions and the login limiter), domains, accounts,
+//! aliases, tracking (`tracked_messages`, `pixel_opens`) and settings, each read and written only
+//! through this module's typed functions over validated types (what a setting means is
+//! [`crate::settings`]; storing it is [`settings`]).
 //!
 //! Why one owner: the CLI, the milter and the dashboard are separate processes sharing one SQLite
 //! file, so its tables are the contract between them. With every statement in the library, a column
@@ -16,7 +17,9 @@ pub mod admins;
 pub mod aliases;
 pub mod batch_writer;
 pub mod domains;
+pub mod login_limiter;
 pub mod overview;
+pub mod sessions;
 pub mod settings;
 pub mod tracking;
 
@@ -37,6 +40,8 @@ pub enum StoreError {
     Name(#[from] NameError),
     #[error(transparent)]
     Password(#[from] PasswordError),
+    #[error(transparent)]
+    AdminPassword(#[from] admins::AdminPasswordError),
     #[error(transparent)]
     Dkim(#[from] crate::dkim::DkimError),
     #[error(transparent)]
@@ -90,6 +95,14 @@ impl Snapshot {
         tx.commit()?;
         Ok(snapshot)
     }
+}
+
+/// The current time in Unix seconds: the `now` that [`sessions`] and [`login_limiter`] take (tests
+/// pass their own).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// `NotFound` for the `what` (e.g. "account") named `key`.
