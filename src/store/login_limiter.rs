@@ -9,8 +9,9 @@
 //! passwords would all be checked before the first failure was written. Here [`begin_attempt`]
 //! counts the attempt in one write transaction (SQLite serialises writers), and only an attempt it
 //! lets through may be checked; a successful login then deletes the row ([`succeed`]). The first
-//! [`FREE_ATTEMPTS`] attempts pass; each one after that also locks the key for a while that doubles
-//! with every attempt, up to [`MAX_LOCKOUT`], so a burst gets at most `FREE_ATTEMPTS + 1` checks.
+//! [`FREE_ATTEMPTS`] attempts pass; each one after that also locks the key, for 2 s at first (at
+//! least a full second, whatever the fraction of the current one), doubling with every attempt up
+//! to [`MAX_LOCKOUT`], so a burst gets at most `FREE_ATTEMPTS + 1` checks.
 //!
 //! Why only per address, and per address + user name, and never per user name alone: a per-user
 //! lock lets anyone lock the admin out by failing on purpose. The admin coming from an address that
@@ -99,7 +100,7 @@ pub fn begin_attempt(
                      attempts = attempts + 1,
                      last_attempt = ?2,
                      locked_until = CASE WHEN attempts + 1 > ?3
-                         THEN ?2 + min(?4, 1 << min(attempts - ?3, 20)) ELSE 0 END
+                         THEN ?2 + min(?4, 2 << min(attempts - ?3, 20)) ELSE 0 END
                  WHERE locked_until <= ?2
                  RETURNING attempts",
                 (key, now, FREE_ATTEMPTS, MAX_LOCKOUT.as_secs() as i64),
@@ -195,9 +196,21 @@ mod tests {
         for _ in 0..FREE_ATTEMPTS {
             assert_eq!(begin_attempt(&mut conn, &k, T0).unwrap(), Attempt::Allowed);
         }
-        // The sixth attempt is checked, and locks for 1 s; a seventh at once is refused.
+        // The sixth attempt is checked, and locks for 2 s; a seventh at once is refused.
         assert_eq!(begin_attempt(&mut conn, &k, T0).unwrap(), Attempt::Allowed);
-        assert_eq!(locked(begin_attempt(&mut conn, &k, T0).unwrap()), Some(1));
+        assert_eq!(locked(begin_attempt(&mut conn, &k, T0).unwrap()), Some(2));
+        assert_eq!(
+            locked(begin_attempt(&mut conn, &k, T0 + 1).unwrap()),
+            Some(1)
+        );
+        assert_eq!(
+            begin_attempt(&mut conn, &k, T0 + 2).unwrap(),
+            Attempt::Allowed
+        );
+        assert_eq!(
+            locked(begin_attempt(&mut conn, &k, T0 + 2).unwrap()),
+            Some(4)
+        );
         let mut now = T0;
         let mut last_lock = 0;
         for _ in 0..30 {

@@ -1,171 +1,95 @@
-//! Who is logged in: the dashboard's sessions, the failed-login limiter, and TOTP codes.
+//! Who is logged in, what the dashboard keeps in memory about it, and TOTP codes.
 //!
-//! Sessions are server-side (a random id in a cookie, see [`crate::login`]) and last 8 hours. Failed
-//! logins are limited per client IP and per user name with growing lockouts, capped at 15 minutes so
-//! the admin is never locked out for good (`mailserver admin reset-password` is the last resort). Both
-//! live in memory: a restart logs everyone out, which is fine.
+//! Sessions and the failed-login limiter are in the database (`mailserver::store::sessions` and
+//! `mailserver::store::login_limiter`), where `mailserver admin reset-password` can end and clear
+//! them; [`crate::login`] uses them. What stays here, in the process:
+//! - the cap on concurrent password checks: each takes an Argon2 hash, tens of milliseconds of a
+//!   core, so at most as many run at once as there are cores, and a login beyond that is answered
+//!   429 at once without hashing (a flood must not starve Postfix and Dovecot of CPU);
+//! - flash messages, one line for a session's next page (a restart may lose one, which is fine).
 //!
 //! The TOTP arithmetic (RFC 6238 through `totp-rs`, a dependency of this crate only) is here too; the
 //! rules around it (the code appended to the password, the replay guard) are the library's, in
 //! `mailserver::store::admins`, which takes [`totp_step`] as its code check.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use mailserver::store::admins::CODE_DIGITS;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::flash::Flash;
 
-pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
-/// Failures allowed before lockouts start.
-const FREE_FAILURES: u32 = 5;
-const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
-/// A key's failures are forgotten after this long without a new one.
-const FAILURE_MEMORY: Duration = Duration::from_secs(3600);
+/// A flash message not shown within this long is dropped.
+const FLASH_TTL: Duration = Duration::from_secs(600);
+/// The most flash messages kept (one per session at most).
+const MAX_FLASHES: usize = 1000;
 
 /// The logged-in admin, put into request extensions by [`crate::login::require_admin`].
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub username: String,
+    /// The session's CSRF token, which every form carries.
     pub csrf: String,
+    /// The session id from the cookie (the database keeps only its hash).
     pub session_id: String,
-    /// Still the default `admin`/`admin`: the dashboard shows a banner.
-    pub default_password: bool,
 }
 
-#[derive(Debug, Clone)]
-struct Session {
-    admin: Admin,
-    expires: Instant,
-    flash: Option<Flash>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-    locked_until: Option<Instant>,
-}
-
-/// What failed logins are counted against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum LimitKey {
-    Ip(IpAddr),
-    User(String),
-}
-
-/// Sessions and the failed-login limiter (in memory: a restart logs everyone out, which is fine).
-#[derive(Default)]
+/// The dashboard's in-memory login state: the password-check slots and the flash messages.
 pub struct Auth {
-    sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<LimitKey, Failures>>,
+    verifier_slots: Arc<Semaphore>,
+    verifications: AtomicU64,
+    flashes: Mutex<HashMap<String, (Instant, Flash)>>,
 }
 
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+impl Default for Auth {
+    /// As many password-check slots as the machine has cores.
+    fn default() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
 }
 
 impl Auth {
-    /// The admin of a live session.
-    pub(crate) fn session(&self, id: &str) -> Option<Admin> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.get(id).map(|s| s.admin.clone())
+    /// With `verifier_slots` password checks allowed at once.
+    pub fn new(verifier_slots: usize) -> Self {
+        Self {
+            verifier_slots: Arc::new(Semaphore::new(verifier_slots.max(1))),
+            verifications: AtomicU64::new(0),
+            flashes: Mutex::new(HashMap::new()),
+        }
     }
 
-    pub(crate) fn create_session(&self, username: &str, default_password: bool) -> Admin {
-        let admin = Admin {
-            username: username.to_string(),
-            csrf: random_token(),
-            session_id: random_token(),
-            default_password,
-        };
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.insert(
-            admin.session_id.clone(),
-            Session {
-                admin: admin.clone(),
-                expires: Instant::now() + SESSION_TTL,
-                flash: None,
-            },
-        );
-        admin
+    /// A slot to check a password in, or `None` when every slot is busy (answer 429, do not wait).
+    pub(crate) fn try_verifier_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.verifier_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Counts one password check (Argon2 verification).
+    pub(crate) fn count_verification(&self) {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many passwords were checked since start: what a flood of logins cost.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// Leaves a message for the session's next page (post/redirect/get).
     pub fn set_flash(&self, session_id: &str, flash: Flash) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = sessions.get_mut(session_id) {
-            s.flash = Some(flash);
+        let mut flashes = self.flashes.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        flashes.retain(|_, (at, _)| now.duration_since(*at) < FLASH_TTL);
+        if flashes.len() >= MAX_FLASHES {
+            flashes.clear();
         }
+        flashes.insert(session_id.to_string(), (now, flash));
     }
 
     pub fn take_flash(&self, session_id: &str) -> Option<Flash> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.get_mut(session_id).and_then(|s| s.flash.take())
-    }
-
-    /// Updates the banner flag of every session of `username` (after a password change).
-    pub fn set_default_password(&self, username: &str, default_password: bool) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        for s in sessions
-            .values_mut()
-            .filter(|s| s.admin.username == username)
-        {
-            s.admin.default_password = default_password;
-        }
-    }
-
-    /// Ends every session of `username` except `keep` (after a password or 2FA change).
-    pub fn end_other_sessions(&self, username: &str, keep: &str) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|id, s| s.admin.username != username || id == keep);
-    }
-
-    /// Seconds until `keys` may try again, if any of them is locked out.
-    pub(crate) fn locked(&self, keys: &[LimitKey]) -> Option<u64> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        keys.iter()
-            .filter_map(|k| failures.get(k)?.locked_until)
-            .filter(|until| *until > now)
-            .map(|until| (until - now).as_secs().max(1))
-            .max()
-    }
-
-    /// Counts a failed login against each of `keys`, locking them out after [`FREE_FAILURES`].
-    pub(crate) fn fail(&self, keys: &[LimitKey]) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        failures.retain(|_, f| now.duration_since(f.last) < FAILURE_MEMORY);
-        for key in keys {
-            let f = failures.entry(key.clone()).or_insert(Failures {
-                count: 0,
-                last: now,
-                locked_until: None,
-            });
-            f.count += 1;
-            f.last = now;
-            if f.count >= FREE_FAILURES {
-                let exp = (f.count - FREE_FAILURES).min(10);
-                let lock = Duration::from_secs(1u64 << exp).min(MAX_LOCKOUT);
-                f.locked_until = Some(now + lock);
-            }
-        }
-    }
-
-    /// Forgets the failures of `keys` after a successful login.
-    pub(crate) fn succeed(&self, keys: &[LimitKey]) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            failures.remove(key);
-        }
+        let mut flashes = self.flashes.lock().unwrap_or_else(|p| p.into_inner());
+        flashes.remove(session_id).map(|(_, f)| f)
     }
 }
 
@@ -196,20 +120,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lockouts_grow_and_are_capped() {
+    fn the_verifier_slots_are_never_more_than_given() {
+        let auth = Auth::new(2);
+        let a = auth.try_verifier_slot();
+        let b = auth.try_verifier_slot();
+        assert!(a.is_some() && b.is_some());
+        assert!(auth.try_verifier_slot().is_none());
+        drop(a);
+        assert!(auth.try_verifier_slot().is_some());
+    }
+
+    #[test]
+    fn a_flash_is_shown_once() {
         let auth = Auth::default();
-        let keys = [LimitKey::User("admin".into())];
-        for _ in 0..FREE_FAILURES - 1 {
-            auth.fail(&keys);
-        }
-        assert!(auth.locked(&keys).is_none());
-        auth.fail(&keys);
-        assert_eq!(auth.locked(&keys), Some(1));
-        for _ in 0..30 {
-            auth.fail(&keys);
-        }
-        assert!(auth.locked(&keys).unwrap() <= MAX_LOCKOUT.as_secs());
-        auth.succeed(&keys);
-        assert!(auth.locked(&keys).is_none());
+        auth.set_flash("s1", Flash::ok("done"));
+        assert_eq!(auth.take_flash("s1").map(|f| f.text), Some("done".into()));
+        assert!(auth.take_flash("s1").is_none());
+        assert!(auth.take_flash("s2").is_none());
     }
 }

@@ -11,6 +11,7 @@ pub mod client_ip;
 pub mod error;
 pub mod flash;
 pub mod login;
+pub mod logout;
 pub mod pages;
 pub mod pixel;
 pub mod security;
@@ -29,6 +30,7 @@ const JS: &str = include_str!("../static/app.js");
 
 pub fn app(state: AppState) -> Router {
     let dashboard = pages::router()
+        .merge(logout::router())
         .layer(middleware::from_fn(security::csrf))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -38,6 +40,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(mailserver::tracking::PIXEL_PATH, get(pixel::pixel))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(logout::LOGGED_OUT_PATH, get(logout::logged_out))
         .route(
             "/static/app.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }),

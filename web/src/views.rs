@@ -16,7 +16,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/settings", "Settings"),
 ];
 
-/// A full page: header with navigation, the default-password banner, flash message, content.
+/// A full page: header with navigation and the logout button, flash message, content.
 pub fn page(
     title: &str,
     admin: &Admin,
@@ -43,14 +43,12 @@ pub fn page(
                         }
                     }
                     span.who { (admin.username) }
+                    form.logout method="post" action="/logout" {
+                        (csrf_field(admin))
+                        button.secondary type="submit" { "Log out" }
+                    }
                 }
                 main {
-                    @if admin.default_password {
-                        div.banner.warn role="alert" {
-                            "You are still using the default password. "
-                            a href="/settings" { "Change it now." }
-                        }
-                    }
                     @if let Some(f) = flash {
                         div class={ "banner " (f.kind.class()) } role="status" { (f.text) }
                     }
@@ -74,6 +72,31 @@ pub fn field(label: &str, name: &str, kind: &str, value: &str, error: Option<&st
             span { (label) }
             input type=(kind) name=(name) value=(value) aria-invalid=[error.map(|_| "true")];
             @if let Some(e) = error { span.error { (e) } }
+        }
+    }
+}
+
+/// The page after a logout (public: no navigation, no admin).
+pub fn logged_out_page() -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Logged out · mailserver" }
+                link rel="stylesheet" href="/static/app.css";
+            }
+            body { main.narrow {
+                h1 { "You are logged out" }
+                p { "Your session has ended." }
+                p {
+                    "Your browser may still remember the password you typed. "
+                    "To make it forget, close the browser (every window of it), "
+                    "above all on a computer that others use."
+                }
+                p { a.button href="/" { "Log in again" } }
+            } }
         }
     }
 }

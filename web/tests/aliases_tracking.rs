@@ -4,13 +4,13 @@
 mod common;
 
 use axum::http::{StatusCode, header};
-use common::{Reply, TestApp};
+use common::{ADMIN_PASSWORD, Reply, TestApp};
 use mailserver::names::{AliasSource, Destinations, Domain};
 use rusqlite::OptionalExtension as _;
 
 async fn logged_in() -> TestApp {
     let mut app = TestApp::new().await;
-    app.login("admin", "admin").await;
+    app.login("admin", ADMIN_PASSWORD).await;
     mailserver::store::domains::add(&app.conn(), &Domain::parse("example.test").unwrap()).unwrap();
     app
 }

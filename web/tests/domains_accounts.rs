@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::{StatusCode, header};
-use common::{Reply, TestApp};
+use common::{ADMIN_PASSWORD, Reply, TestApp};
 use rusqlite::OptionalExtension as _;
 
 const HOST: &str = "mx.example.test";
@@ -35,7 +35,7 @@ fn escaped(s: &str) -> String {
 /// A logged-in app with the CSRF token taken from one of our own forms.
 async fn app() -> TestApp {
     let mut app = TestApp::new().await;
-    let r = app.login("admin", "admin").await;
+    let r = app.login("admin", ADMIN_PASSWORD).await;
     assert_eq!(r.status, StatusCode::OK);
     let page = app.get("/domains").await.body;
     app.csrf = page

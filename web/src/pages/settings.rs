@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use mailserver::store::admins::{self, TotpState};
+use mailserver::store::sessions;
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
@@ -30,7 +31,6 @@ pub fn router() -> Router<AppState> {
         .route("/settings/2fa/disable", post(disable_2fa))
 }
 
-const MIN_PASSWORD: usize = 10;
 const ISSUER: &str = "mailserver";
 
 /// Errors shown next to the fields of one form.
@@ -133,10 +133,11 @@ async fn change_password(
     Form(form): Form<PasswordPost>,
 ) -> Result<Response, WebError> {
     let mut errors = Errors::default();
-    if form.new.chars().count() < MIN_PASSWORD {
-        errors.new = Some(format!("Use at least {MIN_PASSWORD} characters."));
-    } else if form.new == admins::DEFAULT_PASSWORD {
-        errors.new = Some("That is the default password.".into());
+    if admins::check_new_password(&form.new).is_err() {
+        errors.new = Some(format!(
+            "Use at least {} characters.",
+            admins::MIN_PASSWORD_LEN
+        ));
     } else if form.new.contains(['\r', '\n', '\0']) {
         errors.new = Some("The password cannot contain line breaks.".into());
     }
@@ -160,10 +161,7 @@ async fn change_password(
         .db
         .call(move |conn| Ok(admins::set_password(conn, &user, &form.new)?))
         .await?;
-    state.auth.set_default_password(&admin.username, false);
-    state
-        .auth
-        .end_other_sessions(&admin.username, &admin.session_id);
+    end_other_sessions(&state, &admin).await?;
     tracing::info!(username = admin.username, "admin password changed");
     Ok(redirect_with(
         &state,
@@ -171,6 +169,23 @@ async fn change_password(
         "/settings",
         Flash::ok("Password changed."),
     ))
+}
+
+/// Ends the admin's sessions other than this one (after a password or 2FA change): whoever had the
+/// old credentials is logged out.
+async fn end_other_sessions(state: &AppState, admin: &Admin) -> Result<(), WebError> {
+    let user = admin.username.clone();
+    let keep = admin.session_id.clone();
+    let ended = state
+        .db
+        .call(move |conn| Ok(sessions::end_others(conn, &user, &keep)?))
+        .await?;
+    tracing::info!(
+        username = admin.username,
+        ended,
+        "ended the admin's other sessions"
+    );
+    Ok(())
 }
 
 fn new_secret() -> String {
@@ -223,9 +238,7 @@ async fn confirm_2fa(
         };
         return page(&state, &admin, errors, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
-    state
-        .auth
-        .end_other_sessions(&admin.username, &admin.session_id);
+    end_other_sessions(&state, &admin).await?;
     tracing::info!(username = admin.username, "2FA enabled");
     Ok(redirect_with(
         &state,
@@ -267,9 +280,7 @@ async fn disable_2fa(
         };
         return page(&state, &admin, errors, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
-    state
-        .auth
-        .end_other_sessions(&admin.username, &admin.session_id);
+    end_other_sessions(&state, &admin).await?;
     tracing::info!(username = admin.username, "2FA disabled");
     Ok(redirect_with(
         &state,

@@ -23,6 +23,9 @@ pub struct TestApp {
     pub peer: SocketAddr,
 }
 
+/// The admin's password in every test (there is no default password).
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
 pub struct Reply {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
@@ -34,6 +37,18 @@ pub fn basic(user: &str, pass: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
     )
+}
+
+/// The session id a response sets, if any.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    let prefix = format!("{}=", mailserver_web::login::COOKIE);
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .filter_map(|c| c.split(';').next()?.strip_prefix(prefix.as_str()))
+        .find(|id| !id.is_empty())
+        .map(str::to_string)
 }
 
 impl TestApp {
@@ -49,7 +64,13 @@ impl TestApp {
             let conn = pool.get().unwrap();
             let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();
             mailserver::store::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
-            mailserver::store::admins::ensure_default(&conn).unwrap();
+            mailserver::store::admins::reset_password(
+                &conn,
+                "admin",
+                ADMIN_PASSWORD,
+                mailserver::store::unix_now(),
+            )
+            .unwrap();
         }
         let (state, writer) =
             AppState::start(pool, paths, vec!["10.0.0.1".parse().unwrap()]).unwrap();
@@ -93,8 +114,13 @@ impl TestApp {
         self.state.db.pool().get().unwrap()
     }
 
-    pub async fn send(&self, mut req: Request<Body>) -> Reply {
-        req.extensions_mut().insert(ConnectInfo(self.peer));
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        self.send_from(self.peer, req).await
+    }
+
+    /// Sends `req` as if from the client at `peer`.
+    pub async fn send_from(&self, peer: SocketAddr, mut req: Request<Body>) -> Reply {
+        req.extensions_mut().insert(ConnectInfo(peer));
         let resp: Response<Body> = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -108,7 +134,10 @@ impl TestApp {
 
     fn with_cookie(&self, b: axum::http::request::Builder) -> axum::http::request::Builder {
         match &self.cookie {
-            Some(c) => b.header(header::COOKIE, format!("ms_session={c}")),
+            Some(c) => b.header(
+                header::COOKIE,
+                format!("{}={c}", mailserver_web::login::COOKIE),
+            ),
             None => b,
         }
     }
@@ -128,15 +157,8 @@ impl TestApp {
             .body(Body::empty())
             .unwrap();
         let reply = self.send(req).await;
-        if let Some(c) = reply.headers.get(header::SET_COOKIE) {
-            let c = c.to_str().unwrap();
-            self.cookie = Some(
-                c.split(';')
-                    .next()
-                    .unwrap()
-                    .trim_start_matches("ms_session=")
-                    .to_string(),
-            );
+        if let Some(id) = session_cookie(&reply.headers) {
+            self.cookie = Some(id);
         }
         self.refresh_csrf().await;
         reply
