@@ -13,6 +13,8 @@ what would have left the machine. Tests marked `native_only` or `container_only`
 
 import os
 import pathlib
+import re
+import secrets
 import shlex
 import shutil
 import ssl
@@ -30,6 +32,14 @@ TARGET = os.environ.get("E2E_TARGET", "native")
 PORTBASE = int(os.environ.get("E2E_PORTBASE", "21000"))
 CAPTURE_HOST = os.environ.get("E2E_CAPTURE_HOST", "127.0.0.1")
 CAPTURE_PORT = int(os.environ.get("E2E_CAPTURE_PORT", str(PORTBASE + 626)))
+# What `mailserver init` prints when it makes the first admin's password (see src/main.rs).
+ADMIN_PASSWORD_LINE = re.compile(r"admin password: (\S+)")
+
+
+def admin_password_in(text):
+    """The password `mailserver init` printed in `text` (its output, or `docker logs`), or None."""
+    found = ADMIN_PASSWORD_LINE.findall(text)
+    return found[-1] if found else None
 
 
 def pytest_configure(config):
@@ -87,12 +97,21 @@ class Stack:
         # logs and the database.
         self.data_dir = pathlib.Path(data_dir)
         self.ports = ports
+        # The dashboard admin's password (there is no default one): set by the fixture.
+        self.admin_password = None
 
     def port(self, name):
         return self.ports[name.upper() + "_PORT"]
 
     def tls(self):
         return ssl.create_default_context(cafile=str(self.data_dir / "ssl" / "cert.pem"))
+
+    def reset_admin_password(self):
+        """Gives the admin a new random password with the CLI (which also ends every session and
+        lifts every login lockout) and returns it."""
+        r = self.cli("admin", "reset-password")
+        self.admin_password = r.stdout.strip()
+        return self.admin_password
 
     def check(self, what, r, check):
         if check and r.returncode != 0:
@@ -185,12 +204,24 @@ class ContainerStack(Stack):
 
 
 def stack_up(data_dir, portbase, relayhost=""):
-    env = dict(os.environ, RELAYHOST=relayhost)
-    r = subprocess.run([str(STACK), "up", str(data_dir), str(portbase)], capture_output=True, text=True, env=env, timeout=600)
+    """Starts a native stack; its first admin gets a random password through ADMIN_PASSWORD_FILE
+    (as a Docker secret would give it), kept in `admin_password`."""
+    password = "e2e-" + secrets.token_urlsafe(18)
+    secret_dir = tempfile.mkdtemp(prefix="e2e-secret", dir="/tmp")
+    secret = pathlib.Path(secret_dir) / "admin_password"
+    secret.write_text(password + "\n")
+    env = dict(os.environ, RELAYHOST=relayhost, ADMIN_PASSWORD_FILE=str(secret))
+    try:
+        r = subprocess.run([str(STACK), "up", str(data_dir), str(portbase)], capture_output=True, text=True, env=env,
+                           timeout=600)
+    finally:
+        shutil.rmtree(secret_dir, ignore_errors=True)
     if r.returncode != 0:
         raise RuntimeError("stack.sh up failed:\n%s\n%s" % (r.stdout, r.stderr))
     values = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    return NativeStack(values["DATA_DIR"], values)
+    s = NativeStack(values["DATA_DIR"], values)
+    s.admin_password = password
+    return s
 
 
 def stack_down(data_dir):
@@ -217,6 +248,10 @@ def provision(s):
 def stack(capture):
     if TARGET == "container":
         s = ContainerStack(os.environ["E2E_COMPOSE"], os.environ["E2E_COMPOSE_PROJECT"], os.environ["E2E_ENV_FILE"])
+        # The password the first start printed (test_container checks it is there); a reused volume
+        # printed none, so the CLI sets one.
+        logs = subprocess.run(["docker", "logs", s.container()], capture_output=True, text=True)
+        s.admin_password = admin_password_in(logs.stdout + logs.stderr) or s.reset_admin_password()
         try:
             provision(s)
             yield s

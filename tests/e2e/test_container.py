@@ -11,7 +11,9 @@ import time
 
 import pytest
 
+from conftest import admin_password_in
 from mail import imap_fetch, imap_subjects, inbound, message, submit
+from test_dashboard import get
 from test_mail_stack import tag
 
 pytestmark = pytest.mark.container_only
@@ -139,7 +141,13 @@ def container_logs(stack):
 
 def test_the_first_start_initialised_the_empty_volume(stack):
     logs = container_logs(stack)
-    assert "created admin/admin" in logs and "made a self-signed certificate" in logs, logs[:2000]
+    assert "made a self-signed certificate" in logs, logs[:2000]
+    # The admin's random password is printed once, in `docker logs`; it logs in, admin/admin does not.
+    password = admin_password_in(logs)
+    assert password and len(password) >= 20, logs[:2000]
+    assert "shown once" in logs
+    assert get(stack, "/", auth=("admin", password))[0] == 200
+    assert get(stack, "/", auth=("admin", "admin"))[0] == 401
 
 
 def test_restarts_keep_everything_and_regenerate_nothing(stack):
@@ -160,7 +168,9 @@ def test_restarts_keep_everything_and_regenerate_nothing(stack):
     assert stack.container() != first, "the container was not recreated"
     assert state(stack) == before, "down + up changed state"
     logs = container_logs(stack)
-    assert "made a self-signed certificate" not in logs and "created admin" not in logs, logs[:2000]
+    assert "made a self-signed certificate" not in logs, logs[:2000]
+    assert admin_password_in(logs) is None and "dashboard admin" not in logs, logs[:2000]
+    assert get(stack, "/", auth=("admin", stack.admin_password))[0] == 200, "the admin password changed"
     assert subject in imap_subjects(stack, "alice@example.test", "alice-pw"), "mail lost across down + up"
     # And the recreated container still takes mail.
     again = tag("after-recreate")

@@ -1,8 +1,9 @@
 //! The dashboard in a real headless Chromium (Debian's chromium + chromium-driver, over WebDriver),
 //! against the real native stack (`scripts/stack.sh`): log in, add a domain, read its DNS records, add
 //! an account (which must log in over IMAP within a second) and a tracked alias, enable 2FA with a code
-//! computed from the secret the page shows, and log in again with password+code. A screenshot of
-//! every page goes to `test-output/browser/`.
+//! computed from the secret the page shows, and log in again with password+code. The logout button
+//! is clicked too: afterwards neither the old cookie nor the browser's cached password gets in. A
+//! screenshot of every page goes to `test-output/browser/`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,9 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 
 const PORTBASE: u16 = 23000;
+/// The admin's password, given to `init` through `ADMIN_PASSWORD_FILE` (URL-safe: it goes into
+/// `https://admin:PASSWORD@…` URLs).
+const ADMIN_PASSWORD: &str = "browser-test-admin-pw";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,9 +37,12 @@ impl Stack {
             .prefix("br")
             .tempdir_in("/tmp")
             .unwrap();
+        let secret = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+        std::fs::write(secret.path(), format!("{ADMIN_PASSWORD}\n")).unwrap();
         let out = Command::new(root().join("scripts/stack.sh"))
             .args(["up", dir.path().to_str().unwrap(), &PORTBASE.to_string()])
             .env_remove("RELAYHOST")
+            .env("ADMIN_PASSWORD_FILE", secret.path())
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -194,6 +201,71 @@ fn imap_login(cert: &Path, port: u16, user: &str, password: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The status of `GET /` on the stack's dashboard with only the session cookie `session` (curl: no
+/// cached password, nothing but the cookie).
+fn status_with_cookie(stack: &Stack, session: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Cookie: {}={session}", mailserver_web::login::COOKIE),
+            &format!("https://127.0.0.1:{}/", stack.web),
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Clicks the logout button in the page header: the browser lands on the logged-out page, the old
+/// session cookie no longer opens the dashboard, and going back to the dashboard does not log in
+/// again by itself with the password the browser cached.
+async fn log_out_and_check(c: &Client, stack: &Stack) {
+    let session = c
+        .get_named_cookie(mailserver_web::login::COOKIE)
+        .await
+        .expect("a session cookie after the login")
+        .value()
+        .to_string();
+    assert_eq!(status_with_cookie(stack, &session), "200");
+    let button = c
+        .find(Locator::Css("header form.logout button[type='submit']"))
+        .await
+        .unwrap();
+    assert_eq!(button.text().await.unwrap(), "Log out");
+    let old = c.find(Locator::Css("html")).await.unwrap();
+    button.click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.tag_name().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the logout did not load within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(c.current_url().await.unwrap().path() == "/logged-out");
+    assert!(c.title().await.unwrap().starts_with("Logged out"));
+    shot(c, "01b-logged-out").await;
+    assert_eq!(
+        status_with_cookie(stack, &session),
+        "401",
+        "the old session cookie still opens the dashboard"
+    );
+    // The browser still holds the password from the login URL and sends it unasked: refused once.
+    c.goto(&format!("https://127.0.0.1:{}/", stack.web))
+        .await
+        .unwrap();
+    let title = c.title().await.unwrap();
+    shot(c, "01c-after-logout").await;
+    assert!(
+        !title.starts_with("Overview"),
+        "the browser logged back in by itself after the logout"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_real_browser() {
     let stack = Stack::up();
@@ -202,12 +274,18 @@ async fn dashboard_in_a_real_browser() {
     let c = driver.browser().await;
 
     // Log in (HTTP Basic; the browser sends the credentials from the URL), then the session cookie.
-    c.goto(&format!("https://admin:admin@127.0.0.1:{}/", stack.web))
-        .await
-        .unwrap();
+    let login_url = format!("https://admin:{ADMIN_PASSWORD}@127.0.0.1:{}/", stack.web);
+    c.goto(&login_url).await.unwrap();
     assert!(c.title().await.unwrap().starts_with("Overview"));
-    assert!(body_text(&c).await.contains("default password"));
     shot(&c, "01-overview").await;
+
+    log_out_and_check(&c, &stack).await;
+    // The password typed again logs in.
+    c.goto(&login_url).await.unwrap();
+    assert!(
+        c.title().await.unwrap().starts_with("Overview"),
+        "logging in again after the logout failed"
+    );
 
     c.goto(&format!("{base}/domains")).await.unwrap();
     submit_form(&c, "/domains", &[("domain", "example.test")]).await;
@@ -309,9 +387,7 @@ async fn dashboard_in_a_real_browser() {
 
     // A fresh browser: the password alone is refused...
     let c = driver.browser().await;
-    c.goto(&format!("https://admin:admin@127.0.0.1:{}/", stack.web))
-        .await
-        .unwrap();
+    c.goto(&login_url).await.unwrap();
     let title = c.title().await.unwrap();
     shot(&c, "10-password-without-code").await;
     assert!(
@@ -329,7 +405,7 @@ async fn dashboard_in_a_real_browser() {
     let code = totp.generate_current().to_string();
     let c = driver.browser().await;
     c.goto(&format!(
-        "https://admin:admin{code}@127.0.0.1:{}/",
+        "https://admin:{ADMIN_PASSWORD}{code}@127.0.0.1:{}/",
         stack.web
     ))
     .await
