@@ -122,6 +122,13 @@ fn initialised() -> TempDir {
     dir
 }
 
+/// The password in the block `init` prints when it makes the admin's password.
+fn printed_admin_password(stdout: &str) -> Option<&str> {
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("admin password: ").map(|(_, pw)| pw.trim()))
+}
+
 /// Only root can give files to other users: the owners are checked only then.
 fn as_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -361,7 +368,7 @@ fn init_is_idempotent() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     ok(&["init"], out);
     let lower = stderr.to_lowercase();
-    for bad in ["error", "warn", "fatal", "created admin", "self-signed"] {
+    for bad in ["error", "warn", "fatal", "dashboard admin", "self-signed"] {
         assert!(!lower.contains(bad), "second init said {bad:?}: {stderr}");
     }
     assert!(stderr.contains("wrote 0 file(s)"), "{stderr}");
@@ -711,7 +718,7 @@ fn admin_reset_password() {
     let d = dir.path();
     let out = ms_ok(d, &["admin", "reset-password"], None);
     let pw = out.strip_suffix('\n').unwrap_or_else(|| panic!("{out:?}"));
-    assert_eq!(pw.len(), 20, "{out:?}");
+    assert_eq!(pw.len(), 24, "{out:?}");
     assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()), "{out:?}");
     assert!(!pw.contains('\n'));
     assert!(mailserver::password::verify(pw, &admin_hash(d)));
@@ -722,10 +729,62 @@ fn admin_reset_password() {
     let out = ms_ok(
         d,
         &["admin", "reset-password", "--password-stdin"],
-        Some("n3w\n"),
+        Some("n3w-password-given\n"),
     );
     assert_eq!(out, "", "nothing to print when the password was given");
-    assert!(mailserver::password::verify("n3w", &admin_hash(d)));
+    assert!(mailserver::password::verify(
+        "n3w-password-given",
+        &admin_hash(d)
+    ));
     let args = ["admin", "reset-password", "--password-stdin"];
     fails(&args, ms(d, &args, Some("\n")));
+    // No short password, and above all not `admin`.
+    let stderr = fails(&args, ms(d, &args, Some("admin\n")));
+    assert!(stderr.contains("at least 12 characters"), "{stderr}");
+    assert!(mailserver::password::verify(
+        "n3w-password-given",
+        &admin_hash(d)
+    ));
+}
+
+/// No default password: the first `init` makes a random one, prints it once on standard output
+/// (what `docker compose logs` shows), and stores only its hash; `admin` is not it.
+#[test]
+#[cfg_attr(not(feature = "system-tests"), ignore = "needs the daemon users")]
+fn init_prints_the_admin_password_once() {
+    let dir = tempdir();
+    let d = dir.path();
+    let stdout = ok(&["init"], init(d));
+    let pw = printed_admin_password(&stdout).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        pw.len() >= 20 && pw.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("shown once"), "{stdout}");
+    let hash = admin_hash(d);
+    assert!(!hash.contains(pw));
+    assert!(mailserver::password::verify(pw, &hash));
+    assert!(!mailserver::password::verify("admin", &hash));
+    let again = ok(&["init"], init(d));
+    assert_eq!(
+        printed_admin_password(&again),
+        None,
+        "printed twice: {again}"
+    );
+
+    // ADMIN_PASSWORD_FILE instead: that password, and nothing secret printed.
+    let dir = tempdir();
+    let d = dir.path();
+    let secret = d.join("admin_password");
+    fs::write(&secret, "from-a-docker-secret\n").unwrap();
+    let mut cmd = command(d, &["init"]);
+    cmd.envs(INIT_ENV.iter().copied())
+        .env("ADMIN_PASSWORD_FILE", &secret);
+    let stdout = ok(&["init"], run(cmd, None));
+    assert_eq!(printed_admin_password(&stdout), None, "{stdout}");
+    assert!(stdout.contains("ADMIN_PASSWORD_FILE"), "{stdout}");
+    assert!(mailserver::password::verify(
+        "from-a-docker-secret",
+        &admin_hash(d)
+    ));
 }
