@@ -172,10 +172,12 @@ def test_a_link_planted_in_the_database_directory_is_not_followed(stack, capture
     stack.run_as("root", "sh", "-c", "umask 077; echo secret > %s" % victim)
     before = stat(stack, victim)
     assert before == "0:0 600", before
-    # Nobody holds the main database open (the dashboard and the applier), so SQLite has removed its
-    # -wal; the dashboard's user plants a link in its place.
+    # With the dashboard and the applier stopped, nobody holds the main database open: the next
+    # program to close it (a CLI command) checkpoints it and removes its -wal, and the dashboard's
+    # user plants a link in its place.
     stack.supervisorctl("stop", "web", "applier")
     try:
+        stack.cli("domain", "list")
         wait_gone(stack, wal)
         stack.run_as("mailserver-web", "ln", "-s", victim, wal)
         r = stack.cli("init", check=False)
