@@ -434,7 +434,15 @@ fn domains_accounts_aliases_end_to_end() {
     assert_eq!(mode(&key), 0o600);
     if as_root() {
         assert_eq!(fs::metadata(&key).unwrap().uid(), opendkim);
-        assert_eq!(fs::metadata(key.parent().unwrap()).unwrap().uid(), opendkim);
+        // The key's directory is root's (only root writes there), entered by OpenDKIM's group.
+        let dir = fs::metadata(key.parent().unwrap()).unwrap();
+        let opendkim_gid = nix::unistd::User::from_uid(opendkim.into())
+            .unwrap()
+            .unwrap()
+            .gid
+            .as_raw();
+        assert_eq!((dir.uid(), dir.gid()), (0, opendkim_gid));
+        assert_eq!(mode(key.parent().unwrap()), 0o750);
     }
     let key_table = read_text(&d.join("config/opendkim/KeyTable"));
     assert_eq!(

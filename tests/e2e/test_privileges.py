@@ -195,3 +195,59 @@ def test_a_link_planted_in_the_database_directory_is_not_followed(stack, capture
     submit(stack, "alice@example.test", "alice-pw", message("alice@example.test", "someone@outside.test", subject))
     _, _, raw = capture.wait_for(lambda m: subject.encode() in m[2])
     assert b"DKIM-Signature:" in raw
+
+
+# Run as the dashboard's user: asks the applier for an apply, as the dashboard does after a change.
+ASK_APPLY = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(60)
+s.connect(sys.argv[1])
+s.sendall(b"apply\n")
+answer = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    answer += chunk
+print(answer.decode().splitlines()[0])
+"""
+
+# Run as the dashboard's user: writes settings rows, as a compromised dashboard could.
+WRITE_SETTINGS = r"""
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+with db:
+    for pair in sys.argv[2:]:
+        key, value = pair.split("=", 1)
+        if value:
+            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+        else:
+            db.execute("DELETE FROM settings WHERE key = ?", (key,))
+print("written")
+"""
+
+
+def test_the_dashboard_cannot_steer_what_root_runs(stack):
+    """BIN_DIR and RELAYHOST written into the settings table by the dashboard's user reach neither
+    supervisord.conf (the applier's own command line) nor main.cf (read by root's Postfix master)."""
+    d = data(stack)
+    main_cf = d + "/config/postfix/main.cf"
+    supervisord = d + "/config/supervisord.conf"
+    relayhost_before = [l for l in stack.run_as("root", "cat", main_cf).stdout.splitlines()
+                        if l.startswith("relayhost =")]
+    evil = ["BIN_DIR=/tmp/evil-bin", "RELAYHOST=evil.example:25"]
+    assert stack.run_as("mailserver-web", "python3", "-c", WRITE_SETTINGS, d + "/db/mailserver.db",
+                        *evil).stdout.strip() == "written"
+    try:
+        answer = stack.run_as("mailserver-web", "python3", "-c", ASK_APPLY,
+                              d + "/run/applier/applier.sock").stdout.strip()
+        assert answer == "ok", answer
+        conf = stack.run_as("root", "cat", supervisord).stdout
+        assert "/tmp/evil-bin" not in conf and "/mailserver --data" in conf, conf
+        main = stack.run_as("root", "cat", main_cf).stdout
+        assert "evil.example" not in main
+        assert [l for l in main.splitlines() if l.startswith("relayhost =")] == relayhost_before
+    finally:
+        stack.run_as("mailserver-web", "python3", "-c", WRITE_SETTINGS, d + "/db/mailserver.db",
+                     "BIN_DIR=", "RELAYHOST=")
