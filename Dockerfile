@@ -41,20 +41,25 @@ RUN set -eux; \
     rm -rf /var/lib/apt/lists/*
 
 # Fixed ids so that mail in an existing volume stays readable when the image is rebuilt. The
-# dashboard and the milter run as their own users, in the group that owns the database.
+# dashboard and the milter run as their own users, each with a primary group of its own (the main
+# database and the TLS key are the dashboard's group's; the milter's owns nothing), both members of
+# `mailserver`, which owns the tracking database. Keep in step with scripts/install-deps.sh.
 RUN groupadd --system --gid 5000 vmail \
  && useradd --system --uid 5000 --gid 5000 --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin vmail \
  && groupadd --system --gid 5001 mailserver \
- && useradd --system --uid 5001 --gid 5001 --home-dir /nonexistent --no-create-home \
-        --shell /usr/sbin/nologin mailserver-web \
- && useradd --system --uid 5002 --gid 5001 --home-dir /nonexistent --no-create-home \
-        --shell /usr/sbin/nologin mailserver-milter
+ && groupadd --system --gid 5003 mailserver-web \
+ && groupadd --system --gid 5004 mailserver-milter \
+ && useradd --system --uid 5001 --gid 5003 --groups mailserver --home-dir /nonexistent \
+        --no-create-home --shell /usr/sbin/nologin mailserver-web \
+ && useradd --system --uid 5002 --gid 5004 --groups mailserver --home-dir /nonexistent \
+        --no-create-home --shell /usr/sbin/nologin mailserver-milter
 
 COPY --from=build /out/mailserver /out/mailserver-milter /out/mailserver-web /usr/local/bin/
 COPY docker/entrypoint.sh docker/healthcheck.sh /usr/local/bin/
 RUN chmod 0755 /usr/local/bin/entrypoint.sh /usr/local/bin/healthcheck.sh
 
+# BIN_DIR is informational: root renders the binaries' directory from its own executable's path.
 ENV DATA_DIR=/data BIN_DIR=/usr/local/bin
 VOLUME /data
 EXPOSE 25 465 587 110 143 993 995 8080

@@ -104,6 +104,7 @@ done
 WORK=$(mktemp -d -p /tmp bench-web.XXXXXX)
 DIR=$WORK/data
 DB=$DIR/db/mailserver.db
+TDB=$DIR/tracking/tracking.db
 NG=$WORK/nginx
 WEB_PID=
 NGINX_PID=
@@ -162,6 +163,7 @@ HOSTNAME=mx.example.test LISTEN_ADDRESS=127.0.0.1 BIN_DIR=$BIN RELAYHOST= \
 start=$(now)
 sqlite3 "$DB" <<SQL
 PRAGMA foreign_keys = ON;
+ATTACH '$TDB' AS tracking;
 BEGIN;
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $IDS)
 INSERT INTO tracked_messages (tracking_id, sender, recipients, subject)
@@ -174,7 +176,7 @@ INSERT INTO accounts (domain_id, username, password_hash, name, quota)
          printf('Bench User %d', i), (i % 4) * 1024 FROM n;
 COMMIT;
 SQL
-sqlite3 "$DB" "SELECT tracking_id FROM tracked_messages ORDER BY id" >"$WORK/ids.txt"
+sqlite3 "$TDB" "SELECT tracking_id FROM tracked_messages ORDER BY id" >"$WORK/ids.txt"
 echo "-- seeded $(wc -l <"$WORK/ids.txt") tracked messages and $(sqlite3 "$DB" 'SELECT count(*) FROM accounts') accounts in SQLite: $(calc %.1f "$(now) - $start") s"
 
 # ---------------------------------------------------------------------------------------------
@@ -239,7 +241,7 @@ fi
 
 dur_s=$(awk -v d="$DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; if (d ~ /h$/) n *= 3600; print int(n) }')
 ours_errors=0; sum_requests=0; sum_sent=0; best_ours=0; best_nginx=0; p99_ours=; p99_nginx=
-count_opens() { sqlite3 "$DB" 'SELECT count(*) FROM pixel_opens'; }
+count_opens() { sqlite3 "$TDB" 'SELECT count(*) FROM pixel_opens'; }
 # run_wrk NAME PORT ROUND: one measured wrk run; prints one line and remembers the best req/s.
 run_wrk() {
   local name=$1 port=$2 round=$3 pid out t0 t1 t2 rps p99 lua rows0 rows1 rows2 w0 w1
@@ -290,8 +292,8 @@ echo "   ratio mailserver-web/nginx: $(calc %.2f "$best_ours / $best_nginx") (go
 t0=$(now)
 stop_web
 echo "   mailserver-web stopped by SIGTERM: exit status $WEB_STATUS after $(calc %.2f "$(now) - $t0") s"
-rows=$(sqlite3 "$DB" 'SELECT count(*) FROM pixel_opens')
-distinct=$(sqlite3 "$DB" 'SELECT count(DISTINCT tracking_id) FROM pixel_opens')
+rows=$(sqlite3 "$TDB" 'SELECT count(*) FROM pixel_opens')
+distinct=$(sqlite3 "$TDB" 'SELECT count(DISTINCT tracking_id) FROM pixel_opens')
 echo "   pixel_opens rows: $rows (for $distinct of $IDS ids)"
 echo "   wrk, summed over $ROUNDS runs: $sum_requests requests completed (its \"N requests in\" totals), $sum_sent written (Lua request() calls), $ours_errors errors"
 echo "   rows - completed = $((rows - sum_requests)),  written - rows = $((sum_sent - rows)),  written - completed = $((sum_sent - sum_requests)) (in flight when wrk stopped: at most $CONNS per run)"

@@ -30,10 +30,19 @@ fi
 getent group vmail >/dev/null || groupadd --system --gid 5000 vmail
 id vmail >/dev/null 2>&1 || useradd --system --uid 5000 --gid vmail --home-dir /nonexistent \
   --no-create-home --shell /usr/sbin/nologin vmail
+# The dashboard and the milter each have a primary group of their own (the main database and the TLS
+# key are the dashboard's group's; the milter's group owns nothing) and share `mailserver` (tracking.db).
 getent group mailserver >/dev/null || groupadd --system --gid 5001 mailserver
-for u in mailserver-web:5001 mailserver-milter:5002; do
-  id "${u%%:*}" >/dev/null 2>&1 || useradd --system --uid "${u##*:}" --gid mailserver \
-    --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "${u%%:*}"
+for u in mailserver-web:5001:5003 mailserver-milter:5002:5004; do
+  IFS=: read -r name uid gid <<<"$u"
+  getent group "$name" >/dev/null || groupadd --system --gid "$gid" "$name"
+  if id "$name" >/dev/null 2>&1; then
+    # Users made by an older version had `mailserver` as their primary group.
+    usermod --gid "$name" --groups mailserver "$name"
+  else
+    useradd --system --uid "$uid" --gid "$name" --groups mailserver \
+      --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$name"
+  fi
 done
 
 if [ ! -x "$ROOT/.venv/bin/pytest" ]; then

@@ -2,8 +2,9 @@
 //!
 //! `mailserver-web` runs as its own user (`mailserver-web`), so it can change the database but can
 //! neither write the daemons' files (owned by root, postfix, opendkim) nor reload them. After a change
-//! it asks the applier, over a unix socket that only the `mailserver` group can reach, to render and
-//! apply the database as it now is. The request carries no data: the applier reads everything from
+//! it asks the applier, over a unix socket that only the dashboard's group (`mailserver-web`) can
+//! reach, to render and apply the database as it now is (and to make the DKIM keys it lacks, which
+//! the dashboard never sees). The request carries no data: the applier reads everything from
 //! the database itself, through the same validated types as any other apply, so a compromised
 //! dashboard can ask for nothing the CLI could not do. Root callers (the CLI, `init`, tests) apply in
 //! process; both paths take the same lock in [`apply::apply`].
@@ -122,13 +123,13 @@ fn handle(paths: &Paths, pool: &db::Pool, req: &[u8]) -> Result<String, ApplyErr
 }
 
 /// Runs the applier on `paths.applier_socket()` until the process is killed. The socket's
-/// directory is root:mailserver 0750 and the socket 0660, so only root and the `mailserver` group
-/// (the dashboard) can connect.
+/// directory is root:mailserver-web 0750 and the socket 0660, so only root and the dashboard's
+/// group can connect (not the milter).
 pub fn serve(paths: &Paths) -> Result<(), ApplyError> {
     let users = SystemUsers::lookup()?;
     let socket = paths.applier_socket();
     let dir = paths.applier_run_dir();
-    let owner = system::Owner::RootMailserverGroup;
+    let owner = system::Owner::RootWebGroup;
     std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
     owner
         .set_on(&dir, 0o750, &users)
@@ -142,7 +143,7 @@ pub fn serve(paths: &Paths) -> Result<(), ApplyError> {
         .set_on(&socket, 0o660, &users)
         .map_err(io("set the owner and mode of", &socket))?;
 
-    let pool = db::open(&paths.db(), 1)?;
+    let pool = db::open_main(paths, 1)?;
     tracing::info!(socket = %socket.display(), "applier listening");
     for stream in listener.incoming() {
         let mut stream = match stream {

@@ -1,11 +1,14 @@
 //! Applying a rendered configuration: validate, write atomically, reload what changed.
 //!
-//! Order matters and is fixed: (1) render everything from one snapshot; (2) validate the files that
-//! changed with the daemons' own checkers (`postconf`, `doveconf`, `opendkim -n`) on a staging copy;
-//! nothing is written if any check fails; (3) write each changed file to a temp file in the same
-//! directory, fsync, rename, fsync the directory (DKIM keys before the KeyTable that names them);
-//! (4) rewrite maps.db in one transaction; (5) reload only the running daemons whose files changed.
-//! An exclusive lock serialises concurrent applies (CLI and dashboard).
+//! Order matters and is fixed: (0) make the DKIM keys that are missing ([`dkim_keys::ensure`]: the
+//! key files exist before the KeyTable names them); (1) render everything from one snapshot, with
+//! what ends up in command lines from [`RootSettings`], never from the database; (2) validate the
+//! files that changed with the daemons' own checkers (`postconf`, `doveconf`, `opendkim -n`) on a
+//! staging copy; nothing is written if any check fails; (3) write each changed file to a new temp
+//! file (`O_EXCL | O_NOFOLLOW`) in the same root-only directory, fsync, rename, fsync the directory;
+//! (4) rewrite maps.db in one transaction, and the tracking policy in tracking.db; (5) reload only
+//! the running daemons whose files changed. An exclusive lock serialises concurrent applies (CLI and
+//! dashboard).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -17,9 +20,11 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 use thiserror::Error;
 
+use crate::dkim_keys;
 use crate::paths::Paths;
 use crate::render::{self, Daemon, File, Rendered};
-use crate::store::{Snapshot, StoreError};
+use crate::settings::{RootSettings, SettingsError};
+use crate::store::{Snapshot, StoreError, tracking};
 use crate::system::{self, SystemError, SystemUsers};
 
 #[derive(Debug, Error)]
@@ -44,6 +49,8 @@ pub enum ApplyError {
     Reload { daemon: Daemon, output: String },
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     /// The applier (see [`crate::applier`]) could not be reached, or reported this failure.
     #[error("{0}")]
     Applier(String),
@@ -66,6 +73,8 @@ pub struct Report {
     pub written: Vec<PathBuf>,
     pub removed: Vec<PathBuf>,
     pub reloaded: BTreeSet<Daemon>,
+    /// Whether the tracking policy in tracking.db changed.
+    pub tracking_changed: bool,
 }
 
 /// Renders the current database and applies it. Safe to call at any time, from any process.
@@ -77,10 +86,13 @@ pub fn apply(paths: &Paths, conn: &mut Connection) -> Result<Report, ApplyError>
     let lock = fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
     lock.lock().map_err(io("lock", &lock_path))?;
 
+    let made = dkim_keys::ensure(paths, conn, &users)?;
     let snapshot = Snapshot::read(conn)?;
+    let root = RootSettings::load(paths)?;
     let safe_keys = !system::under_world_writable(&paths.dkim_dir());
-    let rendered = render::render(&snapshot, paths, &users, safe_keys)?;
-    let report = write_and_reload(paths, &users, &rendered)?;
+    let rendered = render::render(&snapshot, paths, &users, &root, safe_keys)?;
+    let mut report = write_and_reload(paths, &users, &rendered, !made.written.is_empty())?;
+    report.written.splice(0..0, made.written);
     drop(lock);
     Ok(report)
 }
@@ -96,6 +108,7 @@ fn write_and_reload(
     paths: &Paths,
     users: &SystemUsers,
     rendered: &Rendered,
+    keys_made: bool,
 ) -> Result<Report, ApplyError> {
     let changed: Vec<&File> = rendered.files.iter().filter(|f| differs(f)).collect();
     validate(paths, &changed)?;
@@ -112,13 +125,16 @@ fn write_and_reload(
     report.removed = prune_stale_keys(&paths.dkim_dir(), &rendered.dkim_keys)?;
 
     let maps_path = paths.maps_db();
+    let maps_dir = paths.maps_dir();
+    fs::create_dir_all(&maps_dir).map_err(io("create", &maps_dir))?;
     rendered.maps.write(&maps_path)?;
     system::Owner::RootPostfixGroup
         .set_on(&maps_path, 0o640, users)
         .map_err(io("set the owner and mode of", &maps_path))?;
+    report.tracking_changed = write_tracking_policy(paths, &rendered.tracking)?;
 
     let mut daemons: BTreeSet<Daemon> = changed.iter().map(|f| f.daemon).collect();
-    if !report.removed.is_empty() {
+    if keys_made || !report.removed.is_empty() {
         daemons.insert(Daemon::Opendkim);
     }
     for daemon in daemons {
@@ -129,31 +145,26 @@ fn write_and_reload(
     Ok(report)
 }
 
-/// Writes `f` through a temp file + fsync + rename + directory fsync.
+/// Renders the tracking policy into tracking.db (the milter's only view of the main database).
+fn write_tracking_policy(
+    paths: &Paths,
+    policy: &tracking::TrackingPolicy,
+) -> Result<bool, ApplyError> {
+    let pool = crate::db::open_tracking(paths, 1)?;
+    let mut conn = pool.get().map_err(crate::db::DbError::from)?;
+    Ok(tracking::write_policy(&mut conn, policy)?)
+}
+
+/// Writes `f` through a new temp file (`O_EXCL | O_NOFOLLOW`) + fsync + rename + directory fsync.
+/// Every rendered file is in root's configuration directory, which only root writes.
 fn write_atomic(f: &File, users: &SystemUsers) -> Result<(), ApplyError> {
     let dir = f.path.parent().expect("rendered paths are absolute");
     fs::create_dir_all(dir).map_err(io("create", dir))?;
-    if f.owner == system::Owner::Opendkim {
-        // Key directories: readable by OpenDKIM only.
-        set_owner_mode(
-            dir,
-            &File {
-                mode: 0o700,
-                ..f.clone()
-            },
-            users,
-        )?;
-    }
     let name = f.path.file_name().expect("file name").to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    remove_stale(&tmp)?;
     let result = (|| {
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode_0600()
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
+        let mut out = system::create_exclusive(&tmp, 0o600).map_err(io("create", &tmp))?;
         out.write_all(&f.contents).map_err(io("write", &tmp))?;
         set_owner_mode(&tmp, f, users)?;
         // Postfix re-reads (and sleeps 300 ms on) config files younger than ~2 s: backdate them (G7).
@@ -171,13 +182,11 @@ fn write_atomic(f: &File, users: &SystemUsers) -> Result<(), ApplyError> {
     result
 }
 
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-impl Mode0600 for fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        self.mode(0o600)
+/// Removes a temp file a crashed apply left behind (unlink does not follow a link).
+fn remove_stale(tmp: &Path) -> Result<(), ApplyError> {
+    match fs::remove_file(tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", tmp)(e)),
+        _ => Ok(()),
     }
 }
 
@@ -212,7 +221,7 @@ fn prune_stale_keys(dkim_dir: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>, A
 /// Writes a staging file with an old modification time: Postfix tools wait ~2 s for a config file
 /// younger than that to settle (gotcha G7), which would make every validation slow.
 fn write_backdated(path: &Path, contents: &[u8]) -> Result<(), ApplyError> {
-    let mut f = fs::File::create(path).map_err(io("create", path))?;
+    let mut f = system::create_exclusive(path, 0o644).map_err(io("create", path))?;
     f.write_all(contents).map_err(io("write", path))?;
     f.set_modified(SystemTime::now() - Duration::from_secs(60))
         .map_err(io("set the time of", path))
@@ -303,6 +312,13 @@ fn validate(paths: &Paths, changed: &[&File]) -> Result<(), ApplyError> {
         }
         Ok(())
     };
+    // A fresh staging directory: what a crashed apply left there is not trusted.
+    match fs::remove_dir_all(&staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io("remove", &staging)(e));
+        }
+        _ => {}
+    }
     let result = (|| {
         if touches(Daemon::Postfix) && have("postconf") {
             let live = paths.postfix_config_dir();

@@ -1,6 +1,7 @@
-//! DKIM keys: RSA-2048 generation, the public key as published in DNS, and selector names.
+//! DKIM keys: RSA-2048 generation, the public key as published in DNS, and selector names. Where
+//! the keys are kept (files only root and OpenDKIM read) is [`crate::dkim_keys`].
 
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::{PrivateKey, rand_core::UnwrapErr};
 use thiserror::Error;
 
@@ -14,6 +15,8 @@ pub enum DkimError {
     Generate(String),
     #[error("could not encode the DKIM key: {0}")]
     Encode(String),
+    #[error("the DKIM key file is not a PKCS#8 RSA key: {0}")]
+    Decode(String),
 }
 
 /// A DKIM key pair: the private key as PKCS#8 PEM (what OpenDKIM reads) and the public key as the
@@ -32,16 +35,26 @@ pub fn generate() -> Result<KeyPair, DkimError> {
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| DkimError::Encode(e.to_string()))?
         .to_string();
+    Ok(KeyPair {
+        public_b64: public_b64(&key)?,
+        private_pem,
+    })
+}
+
+fn public_b64(key: &PrivateKey) -> Result<String, DkimError> {
     let der = key
         .to_public_key()
         .to_public_key_der()
         .map_err(|e| DkimError::Encode(e.to_string()))?;
     use base64::Engine as _;
-    let public_b64 = base64::engine::general_purpose::STANDARD.encode(der.as_bytes());
-    Ok(KeyPair {
-        private_pem,
-        public_b64,
-    })
+    Ok(base64::engine::general_purpose::STANDARD.encode(der.as_bytes()))
+}
+
+/// The `p=` value of the private key `private_pem` (PKCS#8 PEM, as [`generate`] writes it).
+pub fn public_of(private_pem: &str) -> Result<String, DkimError> {
+    let key =
+        PrivateKey::from_pkcs8_pem(private_pem).map_err(|e| DkimError::Decode(e.to_string()))?;
+    public_b64(&key)
 }
 
 /// The selector for a domain's first key.
@@ -78,6 +91,8 @@ mod tests {
         assert!(kp.private_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         // A 2048-bit SubjectPublicKeyInfo is 294 bytes: 392 base64 characters.
         assert_eq!(kp.public_b64.len(), 392);
+        assert_eq!(public_of(&kp.private_pem).unwrap(), kp.public_b64);
+        assert!(public_of("not a key").is_err());
     }
 
     #[test]

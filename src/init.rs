@@ -1,13 +1,21 @@
 //! `mailserver init`: idempotent first-start (and every-start) preparation of the data directory.
 //!
-//! Creates the directory tree with the right owners, the database (migrated), the first admin, the
-//! self-signed TLS certificate when none exists, stores the settings from the environment, and applies
-//! the configuration. Running it again changes nothing that already exists: keys and certificates are
-//! never regenerated.
+//! Creates the directory tree with the right owners, the databases (migrated; an older main database's
+//! tracking rows moved to tracking.db), the first admin (a random password, printed once, or `ADMIN_PASSWORD_FILE`'s), the self-signed TLS certificate when none
+//! exists, stores the settings from the environment (`RELAYHOST` in a root-only file, see
+//! [`RootSettings`]), and applies the configuration. Running it again changes nothing that already
+//! exists: keys and certificates are never regenerated.
+//!
+//! Who may read what (issue 12): the main database and the TLS key are root's with the dashboard's
+//! group; tracking.db is root's with the `mailserver` group (dashboard and milter); the DKIM keys are
+//! OpenDKIM's. The database directories are writable by those groups (SQLite creates -wal and -shm
+//! files there), so root never follows a name in them: their files are checked and given their owner
+//! and mode through a descriptor ([`system::own_safely`]), and a link or a hard-linked file is
+//! refused with an error that names it.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -16,9 +24,9 @@ use crate::apply::{self, ApplyError};
 use crate::db::{self, DbError};
 use crate::names::Hostname;
 use crate::paths::Paths;
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{RootSettings, Settings, SettingsError};
 use crate::store::{StoreError, admins};
-use crate::system::{Owner, SystemError, SystemUsers};
+use crate::system::{self, Owner, SystemError, SystemUsers, UnsafePathError};
 use crate::tls;
 
 #[derive(Debug, Error)]
@@ -35,6 +43,8 @@ pub enum InitError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error("refusing to prepare the database files: {0}")]
+    Unsafe(#[from] UnsafePathError),
     #[error("could not {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -91,9 +101,18 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
     let users = SystemUsers::lookup()?;
     // The daemons' users must be able to traverse the data directory (mktemp -d makes 0700).
     dir(&paths.data, 0o755, Owner::Root, &users)?;
-    // The dashboard and the milter (group `mailserver`) create the database's -wal and -shm files;
-    // Postfix and Dovecot only traverse it to read maps.db.
-    dir(&paths.db_dir(), 0o775, Owner::RootMailserverGroup, &users)?;
+    // The main database: the dashboard's group creates its -wal and -shm files; the milter cannot
+    // enter. Postfix and Dovecot read maps.db, in a directory of its own that only root writes.
+    dir(&paths.db_dir(), 0o770, Owner::RootWebGroup, &users)?;
+    // tracking.db: the dashboard and the milter (group `mailserver`). Setgid, so that -wal and -shm
+    // files either of them creates stay in the group and readable by the other.
+    dir(
+        &paths.tracking_dir(),
+        0o2770,
+        Owner::RootMailserverGroup,
+        &users,
+    )?;
+    dir(&paths.maps_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.config_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.ssl_dir(), 0o755, Owner::Root, &users)?;
     dir(&paths.dkim_dir(), 0o755, Owner::Root, &users)?;
@@ -119,31 +138,30 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
         &users,
     )?;
 
-    let pool = db::open(&paths.db(), 2)?;
-    let mut conn = pool.get().map_err(DbError::from)?;
-    // Read and written by the dashboard and the milter; nobody else (it holds the DKIM private keys
-    // and the admin's hash). SQLite gives new -wal/-shm files the database file's mode and owner.
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = paths.db().into_os_string();
-        path.push(suffix);
-        let path = PathBuf::from(path);
-        if suffix.is_empty() || path.exists() {
-            own(&path, 0o660, Owner::RootMailserverGroup, &users)?;
+    // Before SQLite opens anything: what another user may have planted is refused, not followed.
+    own_database(&paths.db(), Owner::RootWebGroup, &users)?;
+    own_database(&paths.tracking_db(), Owner::RootMailserverGroup, &users)?;
+    // maps.db moved to maps/; the old copy would be stale (unlink does not follow a link).
+    for old in [
+        paths.legacy_maps_db(),
+        paths.db_dir().join("maps.db-journal"),
+    ] {
+        match fs::remove_file(&old) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("remove", &old)(e));
+            }
+            _ => {}
         }
     }
+    let pool = db::open_main(paths, 2)?;
+    let mut conn = pool.get().map_err(DbError::from)?;
+    // And the files SQLite has just created as root.
+    own_database(&paths.db(), Owner::RootWebGroup, &users)?;
+    own_database(&paths.tracking_db(), Owner::RootMailserverGroup, &users)?;
 
-    let defaults: BTreeMap<String, String> = [
-        ("HOSTNAME".to_string(), default_hostname()),
-        (
-            "BIN_DIR".to_string(),
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.to_string_lossy().into_owned()))
-                .unwrap_or_default(),
-        ),
-    ]
-    .into();
+    RootSettings::store_relayhost(paths, &env)?;
     let initial_admin_password = admins::InitialPassword::from_env(&env);
+    let defaults: BTreeMap<String, String> = [("HOSTNAME".to_string(), default_hostname())].into();
     let settings = crate::store::settings::init_from_env(&conn, env, &defaults)?;
     let created_admin = admins::ensure_admin(&conn, &initial_admin_password)?;
 
@@ -153,8 +171,9 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
         write_new(&paths.tls_key(), cert.key_pem.as_bytes(), 0o600)?;
         write_new(&paths.tls_cert(), cert.cert_pem.as_bytes(), 0o644)?;
     }
-    // The dashboard serves TLS as its own user; the mail daemons read the key as root.
-    own(&paths.tls_key(), 0o640, Owner::RootMailserverGroup, &users)?;
+    // The dashboard serves TLS as its own user (its group reads the key; the milter's cannot); the
+    // mail daemons read it as root.
+    own(&paths.tls_key(), 0o640, Owner::RootWebGroup, &users)?;
 
     let apply = apply::apply(paths, &mut conn)?;
     Ok(InitReport {
@@ -165,9 +184,32 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
     })
 }
 
+/// Gives a database in a directory other users can write, and its -wal and -shm files when they
+/// exist, `owner` and mode 0660, through a descriptor: a link, a hard-linked file or anything but a
+/// regular file is refused ([`system::own_safely`]) and nothing is changed.
+fn own_database(path: &Path, owner: Owner, users: &SystemUsers) -> Result<(), InitError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        if fs::symlink_metadata(&file).is_ok() {
+            system::own_safely(&file, owner, 0o660, users)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a new file in a root-only directory: a new temp file (`O_EXCL | O_NOFOLLOW`, `mode`),
+/// synced, renamed over `path`.
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), InitError> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, contents).map_err(io("write", &tmp))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io("chmod", &tmp))?;
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &tmp)(e)),
+        _ => {}
+    }
+    let mut out = system::create_exclusive(&tmp, mode).map_err(io("create", &tmp))?;
+    out.write_all(contents)
+        .and_then(|()| out.sync_all())
+        .map_err(io("write", &tmp))?;
     fs::rename(&tmp, path).map_err(io("rename", &tmp))
 }

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod day;
 pub mod db;
 pub mod dkim;
+pub mod dkim_keys;
 pub mod dns;
 pub mod init;
 pub mod logging;

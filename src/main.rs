@@ -330,10 +330,11 @@ fn dns(domain: &str, ctx: &mut Ctx) -> Result<()> {
     let domain = Domain::parse(domain)?;
     let d = domains::get(conn, &domain)?;
     let snapshot = Snapshot::read(conn)?;
+    // A key still being made (apply has not run since it was asked for) has no record yet.
     let key = d
         .dkim
         .as_ref()
-        .map(|k| (&k.selector, k.public_b64.as_str()));
+        .and_then(|k| Some((&k.selector, k.public_b64.as_deref()?)));
     let mut out = std::io::stdout().lock();
     for r in mailserver::dns::records(&domain, &snapshot.settings.hostname, key) {
         writeln!(out, "{}", r.zone_line())?;

@@ -58,14 +58,36 @@ impl Paths {
     }
 
     // Databases.
+    /// The main database's directory: root:mailserver-web 0770, so only the dashboard (and root)
+    /// can open it; the milter cannot.
     pub fn db_dir(&self) -> PathBuf {
         self.data.join("db")
     }
+    /// The main database: admins, accounts, aliases, domains (public DKIM keys), settings.
     pub fn db(&self) -> PathBuf {
         self.db_dir().join("mailserver.db")
     }
+    /// The tracking database's directory: root:mailserver 02770, shared by the milter and the
+    /// dashboard (setgid, so the -wal and -shm files either creates stay in group `mailserver`).
+    pub fn tracking_dir(&self) -> PathBuf {
+        self.data.join("tracking")
+    }
+    /// Tracked messages, pixel opens, and the tracking policy root renders from the main database
+    /// (the tracked aliases and the pixel base URL): all the milter may read.
+    pub fn tracking_db(&self) -> PathBuf {
+        self.tracking_dir().join("tracking.db")
+    }
+    /// The lookup database's directory: root's alone (0755), so that root writes maps.db where no
+    /// other user can plant a link.
+    pub fn maps_dir(&self) -> PathBuf {
+        self.data.join("maps")
+    }
     /// The lookup database Postfix and Dovecot read (see `render::maps`).
     pub fn maps_db(&self) -> PathBuf {
+        self.maps_dir().join("maps.db")
+    }
+    /// Where maps.db lived before it got a directory of its own; `init` removes it.
+    pub fn legacy_maps_db(&self) -> PathBuf {
         self.db_dir().join("maps.db")
     }
 
@@ -92,6 +114,12 @@ impl Paths {
     /// `opendkim -x`.
     pub fn opendkim_conf(&self) -> PathBuf {
         self.opendkim_config_dir().join("opendkim.conf")
+    }
+    /// Postfix's relay host (`RELAYHOST`), as `init` took it from root's environment. Kept in the
+    /// root-only configuration directory rather than in the database the dashboard can write,
+    /// because it ends up in main.cf, which root's Postfix master reads.
+    pub fn relayhost_file(&self) -> PathBuf {
+        self.config_dir().join("relayhost")
     }
     /// Where apply validates changed files before any live one is touched; it mirrors
     /// [`config_dir`](Self::config_dir) and is removed after each validation.
@@ -143,7 +171,7 @@ impl Paths {
     pub fn milter_socket(&self) -> PathBuf {
         self.milter_run_dir().join("milter.sock")
     }
-    /// The applier's directory: root:mailserver 0750, so only the `mailserver` group gets in.
+    /// The applier's directory: root:mailserver-web 0750, so only the dashboard's group gets in.
     pub fn applier_run_dir(&self) -> PathBuf {
         self.run_dir().join("applier")
     }
@@ -170,7 +198,9 @@ mod tests {
         let p = Paths::new("/data");
         let cases = [
             (p.db(), "/data/db/mailserver.db"),
-            (p.maps_db(), "/data/db/maps.db"),
+            (p.maps_db(), "/data/maps/maps.db"),
+            (p.tracking_db(), "/data/tracking/tracking.db"),
+            (p.relayhost_file(), "/data/config/relayhost"),
             (p.postfix_pid_file(), "/data/spool/postfix/pid/master.pid"),
             (p.dovecot_pid_file(), "/data/run/dovecot/master.pid"),
             (p.opendkim_pid_file(), "/data/run/opendkim/opendkim.pid"),

@@ -4,6 +4,11 @@
 //! `scripts/stack.sh`) and stores them in the database, so that every later command renders the same
 //! configuration whatever environment it happens to run in. A variable that is present (even empty)
 //! replaces the stored value; one that is absent keeps it.
+//!
+//! Two values are not in the database: what ends up in a command line or in a file root's daemons
+//! act on must not come from a table the dashboard's user can write. [`RootSettings`] has them: the
+//! binaries' directory is the running (root) program's own, and `RELAYHOST` is kept in a root-only
+//! file `init` writes from root's environment.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,6 +42,12 @@ pub enum SettingsError {
     NotInitialised,
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The listening ports of the public services.
@@ -153,10 +164,7 @@ pub struct Settings {
     pub hostname: Hostname,
     pub listen: ListenAddress,
     pub ports: Ports,
-    pub relayhost: Relayhost,
     pub pixel_base_url: BaseUrl,
-    /// Where `mailserver-milter` and `mailserver-web` are installed.
-    pub bin_dir: PathBuf,
 }
 
 const KEYS: &[&str] = &[
@@ -170,9 +178,7 @@ const KEYS: &[&str] = &[
     "POP3_PORT",
     "POP3S_PORT",
     "WEB_PORT",
-    "RELAYHOST",
     "PIXEL_BASE_URL",
-    "BIN_DIR",
 ];
 
 fn port(
@@ -255,17 +261,11 @@ impl Settings {
             key: "PIXEL_BASE_URL",
             source,
         })?;
-        let bin_dir = match map.get("BIN_DIR").map(|s| s.trim()) {
-            Some(v) if !v.is_empty() => safe_path("BIN_DIR", v)?,
-            _ => PathBuf::from("/usr/local/bin"),
-        };
         Ok(Self {
             hostname,
             listen: ListenAddress::parse(map.get("LISTEN_ADDRESS").map_or("", String::as_str))?,
             ports,
-            relayhost: Relayhost::parse(map.get("RELAYHOST").map_or("", String::as_str))?,
             pixel_base_url,
-            bin_dir,
         })
     }
 
@@ -282,9 +282,7 @@ impl Settings {
             ("POP3_PORT", p.pop3.to_string()),
             ("POP3S_PORT", p.pop3s.to_string()),
             ("WEB_PORT", p.web.to_string()),
-            ("RELAYHOST", self.relayhost.as_str().to_string()),
             ("PIXEL_BASE_URL", self.pixel_base_url.as_str().to_string()),
-            ("BIN_DIR", self.bin_dir.to_string_lossy().into_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -306,6 +304,79 @@ impl Settings {
             }
         }
         Self::from_map(&map)
+    }
+}
+
+/// What root renders into command lines (supervisord.conf) and into main.cf: from root's own
+/// program and environment, never from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootSettings {
+    /// Where `mailserver`, `mailserver-milter` and `mailserver-web` are installed: the directory of
+    /// the running program (root's `mailserver`), so the image (or `scripts/stack.sh`) decides.
+    pub bin_dir: PathBuf,
+    /// Postfix's `relayhost`, from [`Paths::relayhost_file`](crate::paths::Paths::relayhost_file).
+    pub relayhost: Relayhost,
+}
+
+impl RootSettings {
+    /// The binaries' directory of this program and the relay host `init` stored.
+    pub fn load(paths: &crate::paths::Paths) -> Result<Self, SettingsError> {
+        let exe = std::env::current_exe().map_err(|source| SettingsError::Io {
+            action: "find",
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?;
+        let dir = exe.parent().unwrap_or(Path::new("/"));
+        let bin_dir = safe_path("BIN_DIR", &dir.to_string_lossy())?;
+        let file = paths.relayhost_file();
+        let relayhost = match std::fs::read_to_string(&file) {
+            Ok(text) => Relayhost::parse(&text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Relayhost::default(),
+            Err(source) => {
+                return Err(SettingsError::Io {
+                    action: "read",
+                    path: file,
+                    source,
+                });
+            }
+        };
+        Ok(Self { bin_dir, relayhost })
+    }
+
+    /// Stores `RELAYHOST` from root's environment (`env`) for [`load`](Self::load): a variable that
+    /// is present (even empty) replaces the stored value, one that is absent keeps it. The file is
+    /// root's, in the root-only configuration directory, written through a new temp file
+    /// (`O_EXCL | O_NOFOLLOW`) and a rename.
+    pub fn store_relayhost(
+        paths: &crate::paths::Paths,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), SettingsError> {
+        let Some(value) = env("RELAYHOST") else {
+            return Ok(());
+        };
+        let relayhost = Relayhost::parse(&value)?;
+        let file = paths.relayhost_file();
+        let tmp = file.with_extension("tmp");
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SettingsError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("remove", &tmp)(e));
+            }
+            _ => {}
+        }
+        let mut out = crate::system::create_exclusive(&tmp, 0o644).map_err(io("create", &tmp))?;
+        use std::io::Write as _;
+        out.write_all(format!("{}\n", relayhost.as_str()).as_bytes())
+            .and_then(|()| out.sync_all())
+            .map_err(io("write", &tmp))?;
+        std::fs::rename(&tmp, &file).map_err(io("rename", &tmp))
     }
 }
 
@@ -343,12 +414,8 @@ mod tests {
             ("SMTP_PORT", "0"),
             ("SMTP_PORT", "70000"),
             ("LISTEN_ADDRESS", "somewhere"),
-            ("RELAYHOST", "[relay.example.com"),
-            ("RELAYHOST", "relay.example.com:smtp\n"),
             ("PIXEL_BASE_URL", "javascript:alert(1)"),
             ("PIXEL_BASE_URL", "https://x.example/\"onerror"),
-            ("BIN_DIR", "relative/bin"),
-            ("BIN_DIR", "/bin; rm -rf /"),
         ] {
             let mut m = map(&[("HOSTNAME", "mx.example.com")]);
             m.insert(k.to_string(), v.to_string());
@@ -367,5 +434,42 @@ mod tests {
         ] {
             assert!(Relayhost::parse(ok).is_ok(), "{ok}");
         }
+        for bad in ["[relay.example.com", "relay.example.com:smtp\n", "a b:25"] {
+            assert!(Relayhost::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// BIN_DIR and RELAYHOST in the settings table (where an older version, or the dashboard's
+    /// user, put them) are not settings any more: what root renders comes from elsewhere.
+    #[test]
+    fn root_settings_ignore_the_database() {
+        let s = Settings::from_map(&map(&[
+            ("HOSTNAME", "mx.example.com"),
+            ("BIN_DIR", "/tmp/evil"),
+            ("RELAYHOST", "evil.example:25"),
+        ]))
+        .unwrap();
+        assert!(!s.to_map().contains_key("BIN_DIR"));
+        assert!(!s.to_map().contains_key("RELAYHOST"));
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::paths::Paths::new(dir.path());
+        std::fs::create_dir_all(paths.config_dir()).unwrap();
+        let root = RootSettings::load(&paths).unwrap();
+        assert_eq!(root.relayhost, Relayhost::default());
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(root.bin_dir, exe.parent().unwrap());
+        let env = |k: &str| (k == "RELAYHOST").then(|| "[127.0.0.1]:2626".to_string());
+        RootSettings::store_relayhost(&paths, env).unwrap();
+        // Absent from the environment: kept.
+        RootSettings::store_relayhost(&paths, |_| None).unwrap();
+        assert_eq!(
+            RootSettings::load(&paths).unwrap().relayhost.as_str(),
+            "[127.0.0.1]:2626"
+        );
+        let bad = |k: &str| (k == "RELAYHOST").then(|| "relay\nmydestination = x".to_string());
+        assert!(RootSettings::store_relayhost(&paths, bad).is_err());
+        // Present but empty: cleared.
+        RootSettings::store_relayhost(&paths, |_| Some(String::new())).unwrap();
+        assert_eq!(RootSettings::load(&paths).unwrap().relayhost.as_str(), "");
     }
 }

@@ -1,5 +1,10 @@
-//! Facts about the host the configuration depends on: system users, running daemons, safe paths.
+//! Facts about the host the configuration depends on: system users, running daemons, safe paths,
+//! and the two ways root touches a file without trusting its name: [`own_safely`] (owner and mode
+//! through an open descriptor, for files in directories other users can write) and
+//! [`create_exclusive`] (a new file, never an existing one nor a link).
 
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
@@ -26,10 +31,14 @@ pub struct SystemUsers {
     pub postfix_gid: u32,
     pub opendkim_uid: u32,
     pub opendkim_gid: u32,
-    /// The dashboard's and the milter's users, both in the `mailserver` group, which owns the
-    /// database and can reach the applier.
+    /// The dashboard's user and its own group, which owns the main database and the TLS key and
+    /// can reach the applier.
     pub web_uid: u32,
+    pub web_gid: u32,
+    /// The milter's user and its own group (it owns nothing of root's).
     pub milter_uid: u32,
+    pub milter_gid: u32,
+    /// The group both are members of, which owns the tracking database.
     pub mailserver_gid: u32,
 }
 
@@ -49,14 +58,18 @@ impl SystemUsers {
     pub fn lookup() -> Result<Self, SystemError> {
         let vmail = user("vmail")?;
         let opendkim = user("opendkim")?;
+        let web = user(WEB_USER)?;
+        let milter = user(MILTER_USER)?;
         Ok(Self {
             vmail_uid: vmail.uid.as_raw(),
             vmail_gid: vmail.gid.as_raw(),
             postfix_gid: group("postfix")?.gid.as_raw(),
             opendkim_uid: opendkim.uid.as_raw(),
             opendkim_gid: opendkim.gid.as_raw(),
-            web_uid: user(WEB_USER)?.uid.as_raw(),
-            milter_uid: user(MILTER_USER)?.uid.as_raw(),
+            web_uid: web.uid.as_raw(),
+            web_gid: group(WEB_GROUP)?.gid.as_raw(),
+            milter_uid: milter.uid.as_raw(),
+            milter_gid: group(MILTER_GROUP)?.gid.as_raw(),
             mailserver_gid: group(MAILSERVER_GROUP)?.gid.as_raw(),
         })
     }
@@ -70,7 +83,9 @@ impl SystemUsers {
             opendkim_uid: 103,
             opendkim_gid: 108,
             web_uid: 5001,
+            web_gid: 5003,
             milter_uid: 5002,
+            milter_gid: 5004,
             mailserver_gid: 5001,
         }
     }
@@ -80,9 +95,12 @@ impl SystemUsers {
     }
 }
 
-/// The user `mailserver-web` runs as (supervisord.conf), and the milter's; see the Dockerfile.
+/// The user `mailserver-web` runs as (supervisord.conf), and the milter's; see the Dockerfile. Each
+/// has a primary group of its own name and is a member of [`MAILSERVER_GROUP`].
 pub const WEB_USER: &str = "mailserver-web";
 pub const MILTER_USER: &str = "mailserver-milter";
+pub const WEB_GROUP: &str = "mailserver-web";
+pub const MILTER_GROUP: &str = "mailserver-milter";
 pub const MAILSERVER_GROUP: &str = "mailserver";
 
 /// Who owns a file we write.
@@ -93,8 +111,12 @@ pub enum Owner {
     RootPostfixGroup,
     Opendkim,
     Vmail,
-    /// Root's, readable (and for the database, writable) by the `mailserver` group.
+    /// Root's, with the dashboard's group: the main database, the TLS key, the applier's socket.
+    RootWebGroup,
+    /// Root's, with the `mailserver` group (dashboard and milter): the tracking database.
     RootMailserverGroup,
+    /// Root's, with OpenDKIM's group: the per-domain key directories, which only root writes.
+    RootOpendkimGroup,
     /// The milter's, with Postfix's group: its socket's directory, which only the milter and
     /// Postfix may enter.
     MilterPostfixGroup,
@@ -126,7 +148,9 @@ impl Owner {
                 Uid::from_raw(users.vmail_uid),
                 Gid::from_raw(users.vmail_gid),
             ),
+            Owner::RootWebGroup => (Uid::from_raw(0), Gid::from_raw(users.web_gid)),
             Owner::RootMailserverGroup => (Uid::from_raw(0), users.mailserver_gid()),
+            Owner::RootOpendkimGroup => (Uid::from_raw(0), Gid::from_raw(users.opendkim_gid)),
             Owner::MilterPostfixGroup => (
                 Uid::from_raw(users.milter_uid),
                 Gid::from_raw(users.postfix_gid),
@@ -137,6 +161,117 @@ impl Owner {
             ),
         }
     }
+}
+
+/// Why [`own_safely`] refused a path.
+#[derive(Debug, Error)]
+pub enum UnsafePathError {
+    #[error("{0} is a symbolic link; refusing to follow it (was it planted?)")]
+    Symlink(PathBuf),
+    #[error("{0} is not a regular file; refusing to touch it")]
+    NotRegular(PathBuf),
+    #[error("{path} has {links} hard links; refusing to touch it (was it planted?)")]
+    HardLinked { path: PathBuf, links: u64 },
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Opens an existing file as root may when another user can write its directory: never through
+/// a symbolic link (`O_NOFOLLOW`), never blocking on a FIFO (`O_NONBLOCK`), and only a regular
+/// file with one link (a hard link to, say, /etc/shadow would pass every other test).
+pub fn open_unlinked_regular(path: &Path) -> Result<File, UnsafePathError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK | libc_flags::O_NOCTTY)
+        .open(path)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc_flags::ELOOP) {
+                UnsafePathError::Symlink(path.to_path_buf())
+            } else {
+                UnsafePathError::Io {
+                    action: "open",
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+    let meta = file.metadata().map_err(|source| UnsafePathError::Io {
+        action: "stat",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(UnsafePathError::NotRegular(path.to_path_buf()));
+    }
+    if meta.nlink() != 1 {
+        return Err(UnsafePathError::HardLinked {
+            path: path.to_path_buf(),
+            links: meta.nlink(),
+        });
+    }
+    Ok(file)
+}
+
+/// Gives the existing regular file `path` this owner (when root) and `mode`, through an open
+/// descriptor ([`open_unlinked_regular`]), so a name another user replaced between our check and
+/// our change cannot redirect it: a symbolic link, a hard link or anything but a regular file is
+/// refused with an error, and nothing is changed.
+pub fn own_safely(
+    path: &Path,
+    owner: Owner,
+    mode: u32,
+    users: &SystemUsers,
+) -> Result<(), UnsafePathError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = open_unlinked_regular(path)?;
+    let io = |action| {
+        move |source| UnsafePathError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    if nix::unistd::geteuid().is_root() {
+        let (uid, gid) = owner.ids(users);
+        nix::unistd::fchown(&file, Some(uid), Some(gid))
+            .map_err(std::io::Error::from)
+            .map_err(io("change the owner of"))?;
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io("change the mode of"))
+}
+
+/// Refuses a path that exists and is not a plain file of its own ([`open_unlinked_regular`]);
+/// a path that does not exist passes. Root checks a database and its -wal/-shm files with it
+/// before SQLite opens them in a directory other users can write.
+pub fn refuse_planted(path: &Path) -> Result<(), UnsafePathError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => open_unlinked_regular(path).map(drop),
+    }
+}
+
+/// Creates `path` for writing with `mode`, failing if anything (a file, a link) is already there:
+/// `O_CREAT | O_EXCL | O_NOFOLLOW`. Root writes its temp files only this way.
+pub fn create_exclusive(path: &Path, mode: u32) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc_flags::O_NOFOLLOW)
+        .open(path)
+}
+
+/// The few `open(2)` flags and errno values used here, from nix's re-export of libc.
+mod libc_flags {
+    pub(super) const O_NOFOLLOW: i32 = nix::libc::O_NOFOLLOW;
+    pub(super) const O_NONBLOCK: i32 = nix::libc::O_NONBLOCK;
+    pub(super) const O_NOCTTY: i32 = nix::libc::O_NOCTTY;
+    pub(super) const ELOOP: i32 = nix::libc::ELOOP;
 }
 
 /// True when the process in `pid_file` exists and is not a zombie (see gotcha G13: `kill -0` lies).
@@ -188,6 +323,90 @@ mod tests {
     fn world_writable_ancestors() {
         assert!(under_world_writable(Path::new("/tmp/x/y")));
         assert!(!under_world_writable(Path::new("/usr/share")));
+    }
+
+    fn users() -> SystemUsers {
+        SystemUsers::fixed_for_tests()
+    }
+
+    #[test]
+    fn own_safely_changes_a_plain_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("db");
+        std::fs::write(&f, "x").unwrap();
+        // Owner::Root keeps the test runnable as root without making up ids.
+        own_safely(&f, Owner::Root, 0o640, &users()).unwrap();
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+    }
+
+    #[test]
+    fn own_safely_refuses_a_symlink_and_leaves_its_target_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("shadow");
+        std::fs::write(&target, "secret").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("db-wal");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = own_safely(&link, Owner::Root, 0o666, &users()).unwrap_err();
+        assert!(matches!(err, UnsafePathError::Symlink(_)), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert!(refuse_planted(&link).is_err());
+    }
+
+    #[test]
+    fn own_safely_refuses_a_hard_link_and_a_fifo() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("shadow");
+        std::fs::write(&target, "secret").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("db-shm");
+        std::fs::hard_link(&target, &link).unwrap();
+        let err = own_safely(&link, Owner::Root, 0o666, &users()).unwrap_err();
+        assert!(
+            matches!(err, UnsafePathError::HardLinked { links: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // O_NONBLOCK: the open returns at once instead of waiting for a writer.
+        assert!(matches!(
+            own_safely(&fifo, Owner::Root, 0o666, &users()),
+            Err(UnsafePathError::NotRegular(_))
+        ));
+        assert!(refuse_planted(&dir.path().join("missing")).is_ok());
+    }
+
+    #[test]
+    fn create_exclusive_refuses_existing_files_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        let link = dir.path().join("tmp");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(create_exclusive(&link, 0o600).is_err());
+        assert!(create_exclusive(&target, 0o600).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        let new = dir.path().join("new");
+        use std::io::Write as _;
+        create_exclusive(&new, 0o600)
+            .unwrap()
+            .write_all(b"x")
+            .unwrap();
+        assert_eq!(std::fs::read(&new).unwrap(), b"x");
     }
 
     #[test]

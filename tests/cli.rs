@@ -155,10 +155,10 @@ fn read_text(path: &Path) -> String {
     String::from_utf8(read(path)).expect("UTF-8")
 }
 
-/// Rows of a query on DIR/db/maps.db, opened read-only; every column as text.
+/// Rows of a query on DIR/maps/maps.db, opened read-only; every column as text.
 fn maps_query(dir: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
     let conn = Connection::open_with_flags(
-        dir.join("db/maps.db"),
+        dir.join("maps/maps.db"),
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .expect("open maps.db");
@@ -387,18 +387,28 @@ fn init_is_idempotent() {
         assert_eq!(&read(path), old, "{} changed", path.display());
     }
     assert!(files_under(&d.join("config")) == config_before);
-    // Readable by the `mailserver` group (the dashboard and the milter), by nobody else.
+    // The main database and the TLS key: the dashboard's group only; tracking.db: the `mailserver`
+    // group (the dashboard and the milter). Nobody else.
     assert_eq!(mode(&d.join("db/mailserver.db")), 0o660);
+    assert_eq!(mode(&d.join("tracking/tracking.db")), 0o660);
     assert_eq!(mode(&d.join("ssl/key.pem")), 0o640);
     if as_root() {
-        let group = nix::unistd::Group::from_name("mailserver")
-            .unwrap()
-            .unwrap()
-            .gid
-            .as_raw();
-        for f in ["db/mailserver.db", "ssl/key.pem", "db"] {
+        let gid = |name: &str| {
+            nix::unistd::Group::from_name(name)
+                .unwrap()
+                .unwrap()
+                .gid
+                .as_raw()
+        };
+        for (f, group) in [
+            ("db/mailserver.db", "mailserver-web"),
+            ("ssl/key.pem", "mailserver-web"),
+            ("db", "mailserver-web"),
+            ("tracking/tracking.db", "mailserver"),
+            ("tracking", "mailserver"),
+        ] {
             let meta = std::fs::metadata(d.join(f)).unwrap();
-            assert_eq!((meta.uid(), meta.gid()), (0, group), "{f}");
+            assert_eq!((meta.uid(), meta.gid()), (0, gid(group)), "{f}");
         }
     }
     let main_cf = read_text(&d.join("config/postfix/main.cf"));
@@ -431,7 +441,15 @@ fn domains_accounts_aliases_end_to_end() {
     assert_eq!(mode(&key), 0o600);
     if as_root() {
         assert_eq!(fs::metadata(&key).unwrap().uid(), opendkim);
-        assert_eq!(fs::metadata(key.parent().unwrap()).unwrap().uid(), opendkim);
+        // The key's directory is root's (only root writes there), entered by OpenDKIM's group.
+        let dir = fs::metadata(key.parent().unwrap()).unwrap();
+        let opendkim_gid = nix::unistd::User::from_uid(opendkim.into())
+            .unwrap()
+            .unwrap()
+            .gid
+            .as_raw();
+        assert_eq!((dir.uid(), dir.gid()), (0, opendkim_gid));
+        assert_eq!(mode(key.parent().unwrap()), 0o750);
     }
     let key_table = read_text(&d.join("config/opendkim/KeyTable"));
     assert_eq!(

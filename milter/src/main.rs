@@ -81,13 +81,14 @@ fn main() -> Result<()> {
     let served = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(serve(socket, paths.db(), limits));
+        .block_on(serve(socket, paths.tracking_db(), limits));
     log.flush();
     served
 }
 
-async fn serve(addr: ListenAddr, db: PathBuf, limits: Limits) -> Result<()> {
-    let milter = session::Milter::new(db, limits);
+/// Serves on `addr` with the tracking database at `tracking_db`, the only database the milter opens.
+async fn serve(addr: ListenAddr, tracking_db: PathBuf, limits: Limits) -> Result<()> {
+    let milter = session::Milter::new(tracking_db, limits);
     let callbacks = session::callbacks(milter);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -1,6 +1,10 @@
 //! Which mail is tracked, and where tracked messages are recorded: the milter's handle on the
 //! library's [`store::tracking`](mailserver::store::tracking).
 //!
+//! The milter opens tracking.db only (see [`mailserver::db`]): the tracked aliases and the pixel
+//! base URL are rendered there by root's apply from the main database, which the milter's user
+//! cannot read.
+//!
 //! Reads ([`Policy::tracked_alias`], [`Policy::pixel_base_url`]) are short indexed queries on a WAL
 //! database, where readers never wait for writers; the milter runs them on its runtime thread.
 //! Rows are written by the library's [`MessageRecorder`] thread, and callers await their commit
@@ -31,9 +35,13 @@ pub enum PolicyError {
     Writer(#[from] WriterError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(
+        "no pixel base URL in tracking.db yet (has `mailserver init` applied the configuration?)"
+    )]
+    NotApplied,
 }
 
-/// How long the pixel base URL read from the settings is reused before it is read again.
+/// How long the pixel base URL read from tracking.db is reused before it is read again.
 const SETTINGS_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
@@ -44,9 +52,9 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Opens (and migrates) the database and starts the recorder thread.
-    pub fn open(db_path: &Path) -> Result<Self, PolicyError> {
-        let pool = db::open(db_path, 4)?;
+    /// Opens (and migrates) tracking.db at `tracking_db` and starts the recorder thread.
+    pub fn open(tracking_db: &Path) -> Result<Self, PolicyError> {
+        let pool = db::open_tracking_file(tracking_db, 4)?;
         // The recorder thread lives as long as the process; nothing waits for it to end.
         let (recorder, _thread) = MessageRecorder::start(&pool)?;
         Ok(Self {
@@ -62,8 +70,8 @@ impl Policy {
         Ok(tracking::tracked_alias(&conn, sender)?)
     }
 
-    /// The pixel base URL from the stored settings (`PIXEL_BASE_URL`, default `https://$HOSTNAME`),
-    /// re-read at most every 30 seconds.
+    /// The pixel base URL apply rendered into tracking.db (`PIXEL_BASE_URL`, default
+    /// `https://$HOSTNAME`), re-read at most every 30 seconds.
     pub fn pixel_base_url(&self) -> Result<BaseUrl, PolicyError> {
         let mut cached = self.base_url.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((url, at)) = cached.as_ref()
@@ -72,9 +80,9 @@ impl Policy {
             return Ok(url.clone());
         }
         let conn = self.pool.get().map_err(DbError::from)?;
-        let settings = mailserver::store::settings::load(&conn).map_err(StoreError::from)?;
-        *cached = Some((settings.pixel_base_url.clone(), Instant::now()));
-        Ok(settings.pixel_base_url)
+        let url = tracking::pixel_base_url(&conn)?.ok_or(PolicyError::NotApplied)?;
+        *cached = Some((url.clone(), Instant::now()));
+        Ok(url)
     }
 
     /// Queues the message's row; the answer says once it is committed (or why not). The caller
@@ -121,18 +129,28 @@ mod tests {
     use mailserver::names::{AliasSource, Destinations, Domain};
     use mailserver::store;
 
+    /// The main database with a tracked alias, its policy rendered into tracking.db as apply does,
+    /// and the policy opened on tracking.db alone.
     fn setup() -> (tempfile::TempDir, Policy) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let policy = Policy::open(&path).unwrap();
-        let conn = policy.pool.get().unwrap();
+        let paths = mailserver::paths::Paths::new(dir.path());
+        std::fs::create_dir_all(paths.db_dir()).unwrap();
+        let main = mailserver::db::open_dashboard(&paths, 1).unwrap();
+        let mut conn = main.get().unwrap();
         let defaults = [("HOSTNAME".to_string(), "mx.example.com".to_string())].into();
         mailserver::store::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
         store::domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
         let dest = Destinations::parse("alice@example.com").unwrap();
         let source = AliasSource::parse("sales@example.com").unwrap();
         store::aliases::add(&conn, &source, &dest, true).unwrap();
+        let snapshot = store::Snapshot::read(&mut conn).unwrap();
+        tracking::write_policy(
+            &mut conn,
+            &tracking::TrackingPolicy::from_snapshot(&snapshot),
+        )
+        .unwrap();
         drop(conn);
+        let policy = Policy::open(&paths.tracking_db()).unwrap();
         (dir, policy)
     }
 

@@ -81,7 +81,8 @@ impl Milter {
         })
     }
 
-    /// The policy, opening the database on first use (and again after a failure).
+    /// The policy, opening tracking.db (`db_path`, the only database the milter opens) on first use
+    /// (and again after a failure).
     ///
     /// The open (migrations, the pool's connections, the recorder thread) runs without the lock
     /// held: the runtime thread takes it in [`policy_if_open`](Self::policy_if_open) for every MAIL FROM

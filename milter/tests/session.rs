@@ -63,12 +63,15 @@ fn fixture() -> anyhow::Result<Fixture> {
     prepare(tempfile::tempdir()?)
 }
 
-/// Creates the database as `mailserver.db` in `dir`.
+/// Creates the databases below `dir` as `init` does: the main one, and tracking.db (the milter's,
+/// `db_path`) with the policy apply renders into it.
 fn prepare(dir: tempfile::TempDir) -> anyhow::Result<Fixture> {
-    let db_path = dir.path().join("mailserver.db");
-    let pool = mailserver::db::open(&db_path, 1)?;
+    let paths = mailserver::paths::Paths::new(dir.path());
+    std::fs::create_dir_all(paths.db_dir())?;
+    let db_path = paths.tracking_db();
+    let pool = mailserver::db::open_dashboard(&paths, 1)?;
     let news_id = {
-        let conn = pool.get()?;
+        let mut conn = pool.get()?;
         let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();
         mailserver::store::settings::init_from_env(&conn, |_| None, &defaults)?;
         mailserver::store::domains::add(&conn, &Domain::parse("example.test")?)?;
@@ -85,6 +88,9 @@ fn prepare(dir: tempfile::TempDir) -> anyhow::Result<Fixture> {
             &alice,
             false,
         )?;
+        let snapshot = mailserver::store::Snapshot::read(&mut conn)?;
+        let policy = mailserver::store::tracking::TrackingPolicy::from_snapshot(&snapshot);
+        mailserver::store::tracking::write_policy(&mut conn, &policy)?;
         news.id
     };
     Ok(Fixture {
@@ -818,7 +824,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
     {
         let fx = fixture()?;
         let db_path = if db_missing {
-            fx.dir.path().join("missing").join("mailserver.db")
+            fx.dir.path().join("missing").join("tracking.db")
         } else {
             fx.db_path.clone()
         };
@@ -842,7 +848,7 @@ async fn untracked_mail_is_passed_through() -> anyhow::Result<()> {
 #[tokio::test]
 async fn database_created_after_start_is_picked_up() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let db_path = dir.path().join("mailserver.db");
+    let db_path = dir.path().join("tracking/tracking.db");
     let milter = Milter::spawn(db_path.clone(), Limits::default(), false).await;
     let mut conn = milter.connect(peer(Some(INTERNET))).await;
 

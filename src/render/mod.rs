@@ -1,6 +1,11 @@
 //! Rendering: one database snapshot in, every daemon file out. Pure: no I/O, so it is unit-tested
 //! without daemons and two renders of the same snapshot are byte-identical.
 //!
+//! What ends up in a command line or in a file root's daemons act on comes from [`RootSettings`]
+//! (root's own program and environment), never from the snapshot: the dashboard's user can write
+//! the database. The DKIM private keys are not rendered either: they are files already
+//! ([`crate::dkim_keys`]); OpenDKIM's KeyTable names those whose public key is known.
+//!
 //! The static parts come from the templates in `docker/templates/`, compiled into the binary, so the
 //! native stack (`scripts/stack.sh`) and the image run exactly the same configuration.
 
@@ -12,8 +17,9 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::paths::Paths;
-use crate::settings::ListenAddress;
+use crate::settings::{ListenAddress, RootSettings};
 use crate::store::Snapshot;
+use crate::store::tracking::TrackingPolicy;
 use crate::system::{Owner, SystemUsers};
 pub use maps::Maps;
 pub use template::TemplateError;
@@ -44,11 +50,13 @@ pub struct File {
 /// Everything a snapshot renders to.
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    /// Ordered so that files others refer to come first (DKIM keys before the KeyTable).
     pub files: Vec<File>,
     pub maps: Maps,
-    /// DKIM key files that should exist; others under `dkim/` are stale and removed.
+    /// DKIM key files to keep, one per domain (active or not: a key is not remade when its domain
+    /// is switched back on); others under `dkim/` are stale and removed.
     pub dkim_keys: Vec<PathBuf>,
+    /// What the milter reads from tracking.db.
+    pub tracking: TrackingPolicy,
 }
 
 #[derive(Debug, Error)]
@@ -119,6 +127,7 @@ pub fn vars(
     snapshot: &Snapshot,
     paths: &Paths,
     users: &SystemUsers,
+    root: &RootSettings,
     require_safe_keys: bool,
 ) -> template::Vars {
     let s = &snapshot.settings;
@@ -135,7 +144,7 @@ pub fn vars(
         ("MAPS_DB", path_str(paths.maps_db())),
         ("TLS_CERT", path_str(paths.tls_cert())),
         ("TLS_KEY", path_str(paths.tls_key())),
-        ("BIN_DIR", path_str(s.bin_dir.clone())),
+        ("BIN_DIR", path_str(root.bin_dir.clone())),
         ("HOSTNAME", s.hostname.to_string()),
         ("MYDOMAIN", s.hostname.parent().to_string()),
         ("INET_INTERFACES", inet_interfaces),
@@ -149,7 +158,7 @@ pub fn vars(
         ("POP3_PORT", s.ports.pop3.to_string()),
         ("POP3S_PORT", s.ports.pop3s.to_string()),
         ("WEB_PORT", s.ports.web.to_string()),
-        ("RELAYHOST", s.relayhost.as_str().to_string()),
+        ("RELAYHOST", root.relayhost.as_str().to_string()),
         ("MESSAGE_SIZE_LIMIT", MESSAGE_SIZE_LIMIT.to_string()),
         ("VMAIL_UID", users.vmail_uid.to_string()),
         ("VMAIL_GID", users.vmail_gid.to_string()),
@@ -167,18 +176,26 @@ pub fn render(
     snapshot: &Snapshot,
     paths: &Paths,
     users: &SystemUsers,
+    root: &RootSettings,
     require_safe_keys: bool,
 ) -> Result<Rendered, RenderError> {
-    let vars = vars(snapshot, paths, users, require_safe_keys);
+    let vars = vars(snapshot, paths, users, root, require_safe_keys);
     let config = paths.config_dir();
     let mut files = Vec::new();
 
-    // DKIM keys first: the KeyTable must never name a key file that is not there yet.
+    let dkim_keys = snapshot
+        .domains
+        .iter()
+        .filter_map(|d| Some(paths.dkim_key(&d.domain, &d.dkim.as_ref()?.selector)))
+        .collect();
+    // Apply makes each key file before it stores the public key: a known public key means the
+    // file is there, so the KeyTable never names a missing file.
     let mut key_table = String::new();
     let mut signing_table = String::new();
-    let mut dkim_keys = Vec::new();
     for d in snapshot.domains.iter().filter(|d| d.active) {
-        let Some(key) = &d.dkim else { continue };
+        let Some(key) = d.dkim.as_ref().filter(|k| k.public_b64.is_some()) else {
+            continue;
+        };
         let key_path = paths.dkim_key(&d.domain, &key.selector);
         let name = format!("{}._domainkey.{}", key.selector, d.domain);
         key_table.push_str(&format!(
@@ -188,14 +205,6 @@ pub fn render(
             key_path.display()
         ));
         signing_table.push_str(&format!("*@{} {name}\n", d.domain));
-        files.push(File {
-            path: key_path.clone(),
-            contents: key.private_pem.clone().into_bytes(),
-            mode: 0o600,
-            owner: Owner::Opendkim,
-            daemon: Daemon::Opendkim,
-        });
-        dkim_keys.push(key_path);
     }
     for (path, contents) in [
         ("opendkim/KeyTable", key_table),
@@ -223,6 +232,7 @@ pub fn render(
         files,
         maps: Maps::from_snapshot(snapshot, paths),
         dkim_keys,
+        tracking: TrackingPolicy::from_snapshot(snapshot),
     })
 }
 
@@ -235,8 +245,13 @@ mod tests {
     fn snapshot_with_data() -> (tempfile::TempDir, Snapshot) {
         let (dir, mut conn) = testutil::conn();
         let d = Domain::parse("example.com").unwrap();
-        store::domains::add(&conn, &d).unwrap();
+        let rec = store::domains::add(&conn, &d).unwrap();
+        // What apply stores once it has made the key file.
+        store::domains::set_public_key(&conn, rec.id, &rec.dkim.unwrap().selector, "PUBLIC")
+            .unwrap();
         store::domains::add(&conn, &Domain::parse("off.example").unwrap()).unwrap();
+        // A domain whose key apply has not made yet.
+        store::domains::add(&conn, &Domain::parse("pending.example").unwrap()).unwrap();
         store::domains::set_active(&conn, &Domain::parse("off.example").unwrap(), false).unwrap();
         let alice = Address::parse("alice@example.com").unwrap();
         store::accounts::add(&conn, &alice, "pw", 10, "Alice").unwrap();
@@ -261,6 +276,13 @@ mod tests {
         (dir, snap)
     }
 
+    fn root() -> RootSettings {
+        RootSettings {
+            bin_dir: "/usr/local/bin".into(),
+            relayhost: Default::default(),
+        }
+    }
+
     fn file<'a>(r: &'a Rendered, suffix: &str) -> &'a str {
         let f = r
             .files
@@ -274,7 +296,14 @@ mod tests {
     fn renders_every_template_without_leftovers() {
         let (_dir, snap) = snapshot_with_data();
         let paths = Paths::new("/data");
-        let r = render(&snap, &paths, &SystemUsers::fixed_for_tests(), true).unwrap();
+        let r = render(
+            &snap,
+            &paths,
+            &SystemUsers::fixed_for_tests(),
+            &root(),
+            true,
+        )
+        .unwrap();
         for f in &r.files {
             let text = String::from_utf8_lossy(&f.contents);
             assert!(
@@ -305,7 +334,14 @@ mod tests {
     fn the_configuration_names_the_paths_the_code_uses() {
         let (_dir, snap) = snapshot_with_data();
         let paths = Paths::new("/data");
-        let r = render(&snap, &paths, &SystemUsers::fixed_for_tests(), true).unwrap();
+        let r = render(
+            &snap,
+            &paths,
+            &SystemUsers::fixed_for_tests(),
+            &root(),
+            true,
+        )
+        .unwrap();
         for p in [
             paths.postfix_config_dir().join("main.cf"),
             paths.dovecot_conf(),
@@ -388,6 +424,7 @@ mod tests {
             &snap,
             &Paths::new("/data"),
             &SystemUsers::fixed_for_tests(),
+            &root(),
             true,
         )
         .unwrap();
@@ -399,13 +436,22 @@ mod tests {
             file(&r, "opendkim/SigningTable"),
             "*@example.com mail._domainkey.example.com\n"
         );
-        let key = r
-            .files
-            .iter()
-            .find(|f| f.path.ends_with("mail.private"))
-            .unwrap();
-        assert_eq!((key.mode, key.owner), (0o600, Owner::Opendkim));
-        assert_eq!(r.maps.domains, vec!["example.com"]);
+        // No private key is rendered; every domain's key file is kept, active or not.
+        assert!(!r.files.iter().any(|f| f.path.starts_with("/data/dkim")));
+        assert_eq!(
+            r.dkim_keys,
+            [
+                "/data/dkim/example.com/mail.private",
+                "/data/dkim/off.example/mail.private",
+                "/data/dkim/pending.example/mail.private"
+            ]
+            .map(std::path::PathBuf::from)
+        );
+        assert_eq!(r.maps.domains, vec!["example.com", "pending.example"]);
+        assert_eq!(
+            r.tracking.tracked_aliases,
+            [("sales@example.com".to_string(), 1)]
+        );
         // bob is disabled: not a mailbox.
         assert_eq!(r.maps.mailboxes.len(), 1);
         let (email, pw, home, quota) = &r.maps.mailboxes[0];
@@ -448,6 +494,7 @@ mod tests {
             &snap,
             &Paths::new("/tmp/x"),
             &SystemUsers::fixed_for_tests(),
+            &root(),
             false,
         )
         .unwrap();
@@ -461,8 +508,8 @@ mod tests {
         let (_dir, snap) = snapshot_with_data();
         let paths = Paths::new("/data");
         let u = SystemUsers::fixed_for_tests();
-        let a = render(&snap, &paths, &u, true).unwrap();
-        let b = render(&snap, &paths, &u, true).unwrap();
+        let a = render(&snap, &paths, &u, &root(), true).unwrap();
+        let b = render(&snap, &paths, &u, &root(), true).unwrap();
         assert_eq!(a.files, b.files);
         assert_eq!(a.maps, b.maps);
     }
@@ -474,6 +521,7 @@ mod tests {
             &snap,
             &Paths::new("/data"),
             &SystemUsers::fixed_for_tests(),
+            &root(),
             true,
         )
         .unwrap();

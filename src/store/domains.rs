@@ -1,4 +1,10 @@
-//! Domains and their DKIM keys.
+//! Domains and their DKIM selectors and public keys.
+//!
+//! The private keys are not here: each is the file `dkim/<domain>/<selector>.private`, readable by
+//! OpenDKIM alone, written by root's apply (`crate::dkim_keys`). Adding a domain or rotating its key
+//! stores a selector without a public key; the next apply makes the key pair, writes the file and
+//! stores the public half ([`set_public_key`]). Databases of older versions held the private keys in
+//! `dkim_private_key`: apply writes each to its file and clears the column ([`legacy_private_keys`]).
 
 use rusqlite::{Connection, OptionalExtension as _};
 
@@ -17,11 +23,12 @@ pub struct DomainRecord {
     pub created_at: String,
 }
 
+/// A domain's DKIM key as the database knows it: the selector, and the public key once apply has
+/// made the pair (`None` while it is pending).
 #[derive(Debug, Clone)]
 pub struct DkimKey {
     pub selector: Selector,
-    pub private_pem: String,
-    pub public_b64: String,
+    pub public_b64: Option<String>,
 }
 
 /// How many accounts and aliases use a domain.
@@ -37,8 +44,7 @@ impl Usage {
     }
 }
 
-const COLUMNS: &str =
-    "id, domain, active, dkim_selector, dkim_private_key, dkim_public_key, created_at";
+const COLUMNS: &str = "id, domain, active, dkim_selector, dkim_public_key, created_at";
 
 /// The counts of [`Usage`] for the domain row `d`, as two columns.
 const USAGE_COLUMNS: &str = "(SELECT count(*) FROM accounts WHERE domain_id = d.id),
@@ -49,26 +55,17 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
     Raw::try_from(r)
 }
 
-type Raw = (
-    i64,
-    String,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-);
+type Raw = (i64, String, bool, Option<String>, Option<String>, String);
 
 /// Re-validates the names on the way out (see [`DomainRecord`]).
 fn validate(raw: Raw) -> Result<DomainRecord, StoreError> {
-    let (id, domain, active, sel, private, public, created_at) = raw;
-    let dkim = match (sel, private, public) {
-        (Some(s), Some(private_pem), Some(public_b64)) => Some(DkimKey {
+    let (id, domain, active, sel, public_b64, created_at) = raw;
+    let dkim = match sel {
+        Some(s) => Some(DkimKey {
             selector: Selector::parse(&s)?,
-            private_pem,
             public_b64,
         }),
-        _ => None,
+        None => None,
     };
     Ok(DomainRecord {
         id,
@@ -107,8 +104,8 @@ pub fn list_with_usage(conn: &Connection) -> Result<Vec<(DomainRecord, Usage)>, 
     ))?;
     let rows = stmt.query_map([], |r| {
         let usage = Usage {
-            accounts: r.get(7)?,
-            aliases: r.get(8)?,
+            accounts: r.get(6)?,
+            aliases: r.get(7)?,
         };
         Ok((from_row(r)?, usage))
     })?;
@@ -132,44 +129,83 @@ fn usage_of(conn: &Connection, id: i64) -> Result<Usage, StoreError> {
     )?)
 }
 
-/// Adds a domain with a fresh RSA-2048 DKIM key (selector `mail`).
+/// Adds a domain with the DKIM selector `mail` and no key yet: the next apply makes it (root's,
+/// so that the dashboard's user never holds a private key).
 pub fn add(conn: &Connection, domain: &Domain) -> Result<DomainRecord, StoreError> {
     if get(conn, domain).is_ok() {
         return Err(exists("domain", domain));
     }
-    let key = dkim::generate()?;
     let selector = dkim::first_selector();
     let inserted = conn.execute(
-        "INSERT INTO domains (domain, dkim_selector, dkim_private_key, dkim_public_key)
-         VALUES (?1, ?2, ?3, ?4)",
-        (
-            domain.as_str(),
-            selector.as_str(),
-            &key.private_pem,
-            &key.public_b64,
-        ),
+        "INSERT INTO domains (domain, dkim_selector) VALUES (?1, ?2)",
+        (domain.as_str(), selector.as_str()),
     );
     expect_inserted(inserted, "domain", domain)?;
     get(conn, domain)
 }
 
-/// Replaces the domain's DKIM key with a new one under a new selector; returns the new selector.
+/// Gives the domain a new selector with no key yet; the next apply makes its key and removes the
+/// old selector's file. Returns the new selector.
 pub fn rotate_dkim(conn: &Connection, domain: &Domain) -> Result<Selector, StoreError> {
     let current = get(conn, domain)?;
     let today: String = conn.query_row("SELECT strftime('%Y%m%d', 'now')", [], |r| r.get(0))?;
     let selector = dkim::next_selector(current.dkim.as_ref().map(|k| k.selector.as_str()), &today);
-    let key = dkim::generate()?;
     conn.execute(
-        "UPDATE domains SET dkim_selector = ?2, dkim_private_key = ?3, dkim_public_key = ?4,
+        "UPDATE domains SET dkim_selector = ?2, dkim_private_key = NULL, dkim_public_key = NULL,
                 updated_at = datetime('now') WHERE id = ?1",
-        (
-            current.id,
-            selector.as_str(),
-            &key.private_pem,
-            &key.public_b64,
-        ),
+        (current.id, selector.as_str()),
     )?;
     Ok(selector)
+}
+
+/// Stores the public key apply made for the domain's selector `selector`. Changes nothing (and
+/// returns false) when the selector changed meanwhile (a rotation): the next apply makes that key.
+pub fn set_public_key(
+    conn: &Connection,
+    id: i64,
+    selector: &Selector,
+    public_b64: &str,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE domains SET dkim_public_key = ?3, dkim_private_key = NULL,
+                updated_at = datetime('now')
+         WHERE id = ?1 AND dkim_selector = ?2",
+        (id, selector.as_str(), public_b64),
+    )?;
+    Ok(n > 0)
+}
+
+/// A private key an older version stored in the database: (domain id, selector, PEM).
+pub type LegacyPrivateKey = (i64, Selector, String);
+
+/// The private keys still in the database, for apply to move into their files.
+pub fn legacy_private_keys(conn: &Connection) -> Result<Vec<LegacyPrivateKey>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, dkim_selector, dkim_private_key FROM domains
+         WHERE dkim_private_key IS NOT NULL AND dkim_selector IS NOT NULL ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+    })?;
+    rows.map(|r| {
+        let (id, selector, pem) = r?;
+        Ok((id, Selector::parse(&selector)?, pem))
+    })
+    .collect()
+}
+
+/// Clears a private key from the database once its file holds it (only while the selector is still
+/// `selector`).
+pub fn forget_private_key(
+    conn: &Connection,
+    id: i64,
+    selector: &Selector,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE domains SET dkim_private_key = NULL WHERE id = ?1 AND dkim_selector = ?2",
+        (id, selector.as_str()),
+    )?;
+    Ok(())
 }
 
 pub fn set_active(conn: &Connection, domain: &Domain, active: bool) -> Result<(), StoreError> {
@@ -255,12 +291,25 @@ mod tests {
         let (_dir, conn) = testutil::conn();
         let d = Domain::parse("example.com").unwrap();
         let rec = add(&conn, &d).unwrap();
-        assert_eq!(rec.dkim.as_ref().unwrap().selector.as_str(), "mail");
+        let key = rec.dkim.as_ref().unwrap();
+        assert_eq!(key.selector.as_str(), "mail");
+        // The key pair is apply's to make.
+        assert_eq!(key.public_b64, None);
+        assert!(set_public_key(&conn, rec.id, &key.selector, "PUBLIC").unwrap());
+        assert_eq!(
+            get(&conn, &d).unwrap().dkim.unwrap().public_b64.as_deref(),
+            Some("PUBLIC")
+        );
         assert!(matches!(add(&conn, &d), Err(StoreError::Exists { .. })));
         let sel = rotate_dkim(&conn, &d).unwrap();
         assert!(sel.as_str().starts_with("mail-"));
-        let after = get(&conn, &d).unwrap();
-        assert_ne!(after.dkim.unwrap().public_b64, rec.dkim.unwrap().public_b64);
+        let after = get(&conn, &d).unwrap().dkim.unwrap();
+        assert_eq!(
+            (after.selector.as_str(), after.public_b64),
+            (sel.as_str(), None)
+        );
+        // A public key made for the old selector is not stored for the new one.
+        assert!(!set_public_key(&conn, rec.id, &key.selector, "OLD").unwrap());
         set_active(&conn, &d, false).unwrap();
         assert!(!list(&conn).unwrap()[0].active);
         assert_eq!(remove(&conn, &d, false).unwrap(), Usage::default());

@@ -1,7 +1,7 @@
 //! The owner of every table: admins (with their sessions and the login limiter), domains, accounts,
-//! aliases, tracking (`tracked_messages`, `pixel_opens`) and settings, each read and written only
-//! through this module's typed functions over validated types (what a setting means is
-//! [`crate::settings`]; storing it is [`settings`]).
+//! aliases, tracking (`tracked_messages`, `pixel_opens` and the tracking policy, in tracking.db) and
+//! settings, each read and written only through this module's typed functions over validated types
+//! (what a setting means is [`crate::settings`]; storing it is [`settings`]).
 //!
 //! Why one owner: the CLI, the milter and the dashboard are separate processes sharing one SQLite
 //! file, so its tables are the contract between them. With every statement in the library, a column
@@ -180,10 +180,13 @@ pub(crate) fn domain_id(
 pub(crate) mod testutil {
     use crate::db;
 
-    /// A migrated database in a temp dir, with settings stored.
+    /// The migrated databases in a temp dir, as the dashboard opens them (tracking.db attached),
+    /// with settings stored.
     pub(crate) fn conn() -> (tempfile::TempDir, db::PooledConnection) {
         let dir = tempfile::tempdir().unwrap();
-        let pool = db::open(&dir.path().join("t.db"), 1).unwrap();
+        let paths = crate::paths::Paths::new(dir.path());
+        std::fs::create_dir_all(paths.db_dir()).unwrap();
+        let pool = db::open_dashboard(&paths, 1).unwrap();
         let conn = pool.get().unwrap();
         let defaults = [("HOSTNAME".to_string(), "mx.example.com".to_string())].into();
         super::settings::init_from_env(&conn, |_| None, &defaults).unwrap();

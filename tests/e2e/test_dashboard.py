@@ -153,7 +153,7 @@ def test_logout_ends_the_session(stack):
 
 
 def opens(stack, tracking_id):
-    db = sqlite3.connect("file:%s?mode=ro" % (stack.data_dir / "db" / "mailserver.db"), uri=True)
+    db = sqlite3.connect("file:%s?mode=ro" % (stack.data_dir / "tracking" / "tracking.db"), uri=True)
     try:
         return db.execute("SELECT user_agent FROM pixel_opens WHERE tracking_id = ?", (tracking_id,)).fetchall()
     finally:

@@ -76,7 +76,7 @@ def html_parts(raw):
 
 
 def tracked_row(stack, tracking_id):
-    db = sqlite3.connect("file:%s?mode=ro" % (stack.data_dir / "db" / "mailserver.db"), uri=True)
+    db = sqlite3.connect("file:%s?mode=ro" % (stack.data_dir / "tracking" / "tracking.db"), uri=True)
     try:
         return db.execute("SELECT sender, recipients, subject, alias_id FROM tracked_messages WHERE tracking_id = ?",
                           (tracking_id,)).fetchone()

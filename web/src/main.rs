@@ -51,7 +51,7 @@ async fn main() -> Result<()> {
     let (pool, settings) = {
         let paths = paths.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
-            let pool = mailserver::db::open(&paths.db(), 8)?;
+            let pool = mailserver::db::open_dashboard(&paths, 8)?;
             let settings = mailserver::store::settings::load(&*pool.get()?)?;
             Ok((pool, settings))
         })

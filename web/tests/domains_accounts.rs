@@ -213,7 +213,7 @@ async fn adding_a_domain_makes_its_dkim_key_and_dns_records() {
     assert!(page.body.contains("<strong>example.test</strong>"));
     assert!(page.body.contains("<code>mail</code>"));
 
-    let (private, public): (String, String) = app
+    let (private, public): (Option<String>, String) = app
         .conn()
         .query_row(
             "SELECT dkim_private_key, dkim_public_key FROM domains WHERE domain = 'example.test'",
@@ -221,7 +221,12 @@ async fn adding_a_domain_makes_its_dkim_key_and_dns_records() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert!(private.contains("PRIVATE KEY"));
+    // The private key is only in its file, made by the apply (root's, in process here): the
+    // database the dashboard reads never holds it.
+    assert_eq!(private, None);
+    let key_file = app.dir.path().join("dkim/example.test/mail.private");
+    let pem = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(mailserver::dkim::public_of(&pem).unwrap(), public);
     assert!(key_table(&app).contains("mail._domainkey.example.test"));
     assert!(maps_has(
         &app,
@@ -303,10 +308,39 @@ async fn rotating_the_dkim_key_changes_the_selector() {
     let table = key_table(&app);
     assert!(table.contains(&format!("{new}._domainkey.example.test")));
     assert!(!table.contains("mail._domainkey.example.test"));
+    // The new key has its file; the old one is gone.
+    let dkim = app.dir.path().join("dkim/example.test");
+    assert!(dkim.join(format!("{new}.private")).exists());
+    assert!(!dkim.join("mail.private").exists());
     // Again: yet another selector.
     let r = app.post("/domains/example.test/dkim", &[]).await;
     assert_redirect(&r, "/domains/example.test/dns");
     assert_ne!(selector(&app, "example.test").unwrap(), new);
+}
+
+/// Until apply has made a key (the applier is slow, or failed), the DNS page says so and shows no
+/// DKIM record; the next apply makes it.
+#[tokio::test]
+async fn a_key_still_being_made_is_shown_as_pending() {
+    let app = app().await;
+    add_domain(&app, "example.test").await;
+    app.conn()
+        .execute(
+            "UPDATE domains SET dkim_selector = 'next', dkim_public_key = NULL",
+            [],
+        )
+        .unwrap();
+    let page = app.get("/domains/example.test/dns").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("still being generated"), "{}", page.body);
+    assert!(
+        !page.body.contains("_domainkey"),
+        "a record for a key that is not made yet"
+    );
+    mailserver::apply::apply(&app.state.paths, &mut app.conn()).unwrap();
+    let page = app.get("/domains/example.test/dns").await;
+    assert!(!page.body.contains("still being generated"));
+    assert!(page.body.contains("next._domainkey.example.test."));
 }
 
 #[tokio::test]

@@ -1,6 +1,10 @@
 //! The tracking tables: `tracked_messages`, one row per message that really went out with a pixel,
 //! and `pixel_opens`, one row per fetch of a known pixel.
 //!
+//! Both live in tracking.db (see [`crate::db`]), with the tracking policy root renders there from
+//! the main database at every apply ([`TrackingPolicy`], [`write_policy`]): the tracked aliases and
+//! the pixel base URL, all the milter reads.
+//!
 //! Who touches them: the milter looks up tracked aliases ([`tracked_alias`]) and appends or removes
 //! messages through a [`MessageRecorder`]; the dashboard's pixel endpoint appends opens through an
 //! [`OpenRecorder`]; the dashboard's pages read them ([`report`]). Both recorders are
@@ -16,25 +20,122 @@ use super::StoreError;
 use super::batch_writer::{Batch, BatchWriter, WriterConfig, WriterError, WriterThread};
 use crate::db::Pool;
 use crate::names::Address;
-use crate::tracking::TrackingId;
+use crate::tracking::{BaseUrl, TrackingId};
 
 /// The id of the tracked alias a message was sent as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackedAliasId(pub i64);
 
-/// The active, tracking-enabled alias `sender` is, on an active domain; `None` for anything else.
+/// The active, tracking-enabled alias `sender` is, on an active domain, as the last apply rendered
+/// it into tracking.db; `None` for anything else.
 pub fn tracked_alias(
     conn: &Connection,
     sender: &Address,
 ) -> Result<Option<TrackedAliasId>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT a.id FROM aliases a JOIN domains d ON d.id = a.domain_id
-         WHERE a.source = ?1 AND a.active = 1 AND a.tracking_enabled = 1 AND d.active = 1",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT alias_id FROM tracked_aliases WHERE address = ?1")?;
     Ok(stmt
         .query_row([sender.as_str()], |r| r.get(0))
         .optional()?
         .map(TrackedAliasId))
+}
+
+/// The pixel base URL the last apply rendered into tracking.db; `None` before the first apply.
+pub fn pixel_base_url(conn: &Connection) -> Result<Option<BaseUrl>, StoreError> {
+    let value: Option<String> = conn
+        .prepare_cached("SELECT value FROM policy_settings WHERE key = 'PIXEL_BASE_URL'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    // Re-validated on the way out, like every stored name.
+    value
+        .map(|v| {
+            BaseUrl::parse(&v).map_err(|source| {
+                StoreError::Settings(crate::settings::SettingsError::Url {
+                    key: "PIXEL_BASE_URL",
+                    source,
+                })
+            })
+        })
+        .transpose()
+}
+
+/// What the milter needs to know of the main database, rendered into tracking.db by root's apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackingPolicy {
+    /// (address, aliases.id) of every active alias with tracking on, in an active domain, by address.
+    pub tracked_aliases: Vec<(String, i64)>,
+    pub pixel_base_url: String,
+    /// The id of every alias (tracked or not): tracked messages of any other alias lose their
+    /// alias id, as the foreign key's ON DELETE SET NULL did when both tables shared a file.
+    pub alias_ids: Vec<i64>,
+}
+
+impl TrackingPolicy {
+    /// The policy of `snapshot`. Pure.
+    pub fn from_snapshot(snapshot: &super::Snapshot) -> Self {
+        let mut tracked_aliases: Vec<(String, i64)> = snapshot
+            .aliases
+            .iter()
+            .filter(|a| a.active && a.tracking_enabled && a.domain_active)
+            .map(|a| (a.source.key(), a.id))
+            .collect();
+        tracked_aliases.sort();
+        Self {
+            tracked_aliases,
+            pixel_base_url: snapshot.settings.pixel_base_url.as_str().to_string(),
+            alias_ids: snapshot.aliases.iter().map(|a| a.id).collect(),
+        }
+    }
+}
+
+/// Replaces the policy in tracking.db with `policy`, in one transaction, when it differs from what is
+/// there; clears the alias of tracked messages whose alias is gone. Returns whether the policy
+/// changed.
+pub fn write_policy(conn: &mut Connection, policy: &TrackingPolicy) -> Result<bool, StoreError> {
+    let tx = conn.transaction()?;
+    let stored: Vec<(String, i64)> = tx
+        .prepare("SELECT address, alias_id FROM tracked_aliases ORDER BY address")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let stored_url: Option<String> = tx
+        .query_row(
+            "SELECT value FROM policy_settings WHERE key = 'PIXEL_BASE_URL'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let changed = stored != policy.tracked_aliases
+        || stored_url.as_deref() != Some(policy.pixel_base_url.as_str());
+    if changed {
+        tx.execute("DELETE FROM tracked_aliases", [])?;
+        let mut insert =
+            tx.prepare("INSERT INTO tracked_aliases (address, alias_id) VALUES (?1, ?2)")?;
+        for (address, id) in &policy.tracked_aliases {
+            insert.execute((address, id))?;
+        }
+        drop(insert);
+        tx.execute(
+            "INSERT INTO policy_settings (key, value) VALUES ('PIXEL_BASE_URL', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [&policy.pixel_base_url],
+        )?;
+    }
+    let ids = format!(
+        "[{}]",
+        policy
+            .alias_ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    tx.execute(
+        "UPDATE tracked_messages SET alias_id = NULL
+         WHERE alias_id IS NOT NULL AND alias_id NOT IN (SELECT value FROM json_each(?1))",
+        [ids],
+    )?;
+    tx.commit()?;
+    Ok(changed)
 }
 
 /// What is stored for a message that got a pixel.
@@ -250,10 +351,13 @@ mod tests {
     use crate::store;
     use std::sync::mpsc;
 
+    /// The dashboard's pool (both databases) with two aliases, the policy rendered.
     fn setup() -> (tempfile::TempDir, Pool) {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::open(&dir.path().join("t.db"), 4).unwrap();
-        let conn = pool.get().unwrap();
+        let paths = crate::paths::Paths::new(dir.path());
+        std::fs::create_dir_all(paths.db_dir()).unwrap();
+        let pool = crate::db::open_dashboard(&paths, 4).unwrap();
+        let mut conn = pool.get().unwrap();
         let defaults = [("HOSTNAME".to_string(), "mx.example.com".to_string())].into();
         crate::store::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
         store::domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
@@ -262,7 +366,14 @@ mod tests {
             store::aliases::add(&conn, &AliasSource::parse(source).unwrap(), &dest, tracking)
                 .unwrap();
         }
+        render_policy(&mut conn);
         (dir, pool)
+    }
+
+    /// What apply does after every change.
+    fn render_policy(conn: &mut Connection) -> bool {
+        let snapshot = store::Snapshot::read(conn).unwrap();
+        write_policy(conn, &TrackingPolicy::from_snapshot(&snapshot)).unwrap()
     }
 
     fn message(alias: TrackedAliasId) -> TrackedMessage {
@@ -288,20 +399,62 @@ mod tests {
     #[test]
     fn only_active_tracked_aliases_on_active_domains() {
         let (_dir, pool) = setup();
-        let conn = pool.get().unwrap();
+        let mut conn = pool.get().unwrap();
         let sales = Address::parse("sales@example.com").unwrap();
         assert!(tracked_alias(&conn, &sales).unwrap().is_some());
         for other in ["plain@example.com", "nobody@example.com"] {
             let a = Address::parse(other).unwrap();
             assert!(tracked_alias(&conn, &a).unwrap().is_none(), "{other}");
         }
+        assert_eq!(
+            pixel_base_url(&conn).unwrap().unwrap().as_str(),
+            "https://mx.example.com"
+        );
+        // Rendering the same policy again writes nothing.
+        assert!(!render_policy(&mut conn));
         let domain = Domain::parse("example.com").unwrap();
         store::domains::set_active(&conn, &domain, false).unwrap();
+        assert!(render_policy(&mut conn));
         assert!(tracked_alias(&conn, &sales).unwrap().is_none());
         store::domains::set_active(&conn, &domain, true).unwrap();
+        render_policy(&mut conn);
+        assert!(tracked_alias(&conn, &sales).unwrap().is_some());
         let source = AliasSource::parse("sales@example.com").unwrap();
         store::aliases::set_active(&conn, &source, false).unwrap();
+        render_policy(&mut conn);
         assert!(tracked_alias(&conn, &sales).unwrap().is_none());
+    }
+
+    /// A message of an alias deleted where no trigger saw it (the CLI opens the main database
+    /// alone) loses its alias at the next apply, so a new alias reusing the id does not inherit it.
+    #[test]
+    fn apply_clears_the_alias_of_messages_of_deleted_aliases() {
+        let (dir, pool) = setup();
+        let mut conn = pool.get().unwrap();
+        let alias = tracked_alias(&conn, &Address::parse("sales@example.com").unwrap())
+            .unwrap()
+            .unwrap();
+        conn.execute(
+            "INSERT INTO tracked_messages (tracking_id, sender, recipients, alias_id)
+             VALUES ('VQx3An5C4mtsOVsTUQiGHQ', 'sales@example.com', 'x@a.test', ?1)",
+            [alias.0],
+        )
+        .unwrap();
+        let main_only = crate::db::open(&dir.path().join("db/mailserver.db"), 1).unwrap();
+        main_only
+            .get()
+            .unwrap()
+            .execute("DELETE FROM aliases WHERE id = ?1", [alias.0])
+            .unwrap();
+        let before: Option<i64> = conn
+            .query_row("SELECT alias_id FROM tracked_messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(before, Some(alias.0));
+        render_policy(&mut conn);
+        let after: Option<i64> = conn
+            .query_row("SELECT alias_id FROM tracked_messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(after, None);
     }
 
     #[test]

@@ -390,8 +390,11 @@ async fn dns(
         record
             .dkim
             .as_ref()
-            .map(|k| (&k.selector, k.public_b64.as_str())),
+            .and_then(|k| Some((&k.selector, k.public_b64.as_deref()?))),
     );
+    // The key pair is made by root's apply, which the dashboard only asks for: the dashboard never
+    // holds a private key, and shows a key that is still being made as such.
+    let pending = record.dkim.as_ref().is_some_and(|k| k.public_b64.is_none());
     let flash = state.auth.take_flash(&admin.session_id);
     let d = domain.as_str();
     let content = html! {
@@ -409,6 +412,13 @@ async fn dns(
         @if record.dkim.is_none() {
             div.banner.warn role="note" {
                 "This domain has no DKIM key yet. Generate one below, then publish its record."
+            }
+        }
+        @if pending {
+            div.banner.warn role="note" {
+                "The DKIM key of this domain is still being generated, so its DKIM record is not "
+                "shown yet, and its mail is not signed. Reload this page in a moment; if the key "
+                "does not appear, the configuration could not be applied (see the applier's log)."
             }
         }
         @for (i, r) in records.iter().enumerate() {
