@@ -13,7 +13,9 @@ pub mod flash;
 pub mod login;
 pub mod pages;
 pub mod pixel;
+pub mod retention;
 pub mod security;
+pub mod serve;
 pub mod state;
 pub mod views;
 

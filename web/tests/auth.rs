@@ -182,7 +182,9 @@ async fn a_spoofed_forwarded_for_behind_a_garbage_entry_is_not_believed() {
         "198.51.100.66, _hidden",
         "203.0.113.5, 192.0.2.7:4711",
     ] {
+        // (Each its own User-Agent: one client's repeated opens within an hour count once.)
         let req = Request::get("/pixel?id=VQx3An5C4mtsOVsTUQiGHQ")
+            .header(header::USER_AGENT, forwarded)
             .header("x-forwarded-for", forwarded)
             .body(Body::empty())
             .unwrap();
