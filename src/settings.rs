@@ -425,14 +425,20 @@ mod tests {
         let s = Settings::from_map(&map(&[("HOSTNAME", "mx.example.com")])).unwrap();
         assert_eq!(s.tracking_retention.days(), 180);
         for (v, days) in [("1", 1), (" 30 ", 30), ("36500", 36_500), ("", 180)] {
-            let m = map(&[("HOSTNAME", "mx.example.com"), ("TRACKING_RETENTION_DAYS", v)]);
+            let m = map(&[
+                ("HOSTNAME", "mx.example.com"),
+                ("TRACKING_RETENTION_DAYS", v),
+            ]);
             assert_eq!(
                 Settings::from_map(&m).unwrap().tracking_retention.days(),
                 days,
                 "{v:?}"
             );
         }
-        let m = map(&[("HOSTNAME", "mx.example.com"), ("TRACKING_RETENTION_DAYS", "0")]);
+        let m = map(&[
+            ("HOSTNAME", "mx.example.com"),
+            ("TRACKING_RETENTION_DAYS", "0"),
+        ]);
         let err = Settings::from_map(&m).unwrap_err().to_string();
         assert_eq!(
             err,

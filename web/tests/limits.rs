@@ -40,9 +40,10 @@ async fn start(limits: Limits) -> Server {
     let addr = server.local_addr().unwrap();
     let handle = server.handle();
     let connections = server.connections();
-    let app = Router::new()
-        .route("/", get(|| async { "ok\n" }))
-        .route("/form", post(|body: String| async move { body.len().to_string() }));
+    let app = Router::new().route("/", get(|| async { "ok\n" })).route(
+        "/form",
+        post(|body: String| async move { body.len().to_string() }),
+    );
     tokio::spawn(server.serve(app));
     Server {
         addr,
@@ -68,8 +69,8 @@ fn client_config(cert_pem: &str) -> Arc<ClientConfig> {
 
 /// A TLS connection with the handshake done.
 fn connect(addr: SocketAddr, cert_pem: &str) -> Tls {
-    let conn = ClientConnection::new(client_config(cert_pem), "localhost".try_into().unwrap())
-        .unwrap();
+    let conn =
+        ClientConnection::new(client_config(cert_pem), "localhost".try_into().unwrap()).unwrap();
     let sock = TcpStream::connect(addr).unwrap();
     let mut tls = StreamOwned::new(conn, sock);
     while tls.conn.is_handshaking() {
@@ -142,7 +143,8 @@ async fn a_client_trickling_its_request_head_is_dropped() {
     let (elapsed, sent) = blocking(move || {
         let mut tls = connect(addr, &pem);
         let started = Instant::now();
-        let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        let head =
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
         let mut sent = 0;
         for b in head {
             if tls.write_all(&[*b]).and_then(|()| tls.flush()).is_err() {
@@ -157,11 +159,15 @@ async fn a_client_trickling_its_request_head_is_dropped() {
             ) {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "still open after 60 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "still open after 60 s"
+            );
         }
         (started.elapsed(), sent)
     })
     .await;
+    eprintln!("trickling head: dropped after {elapsed:?}, {sent} bytes sent");
     assert!(
         elapsed < Duration::from_secs(16),
         "dropped after {elapsed:?} ({sent} bytes sent)"
@@ -213,6 +219,7 @@ async fn clients_that_stall_the_tls_handshake_are_dropped() {
         (hello.len(), started.elapsed())
     });
     let (silent, trickling) = tokio::join!(silent, trickling);
+    eprintln!("silent client: {silent:?}; trickling hello: {trickling:?}");
     assert!(
         silent.0 && silent.1 < Duration::from_secs(7),
         "silent client: {silent:?}"
@@ -251,6 +258,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
         (first, started.elapsed(), closed)
     })
     .await;
+    eprintln!("idle keep-alive connection closed: {closed} after {elapsed:?}");
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     assert!(
         closed && elapsed < Duration::from_secs(12),
@@ -336,8 +344,12 @@ async fn connections_beyond_the_cap_wait_and_idle_ones_are_dropped() {
     // 2 s handshake timeout: the request waits for the five batches ahead of it, some 10 s.
     assert!(waited < Duration::from_secs(20), "{waited:?}");
     let most = watcher.await.unwrap();
+    eprintln!("cap {cap}: at most {most} open; the normal request waited {waited:?}");
     assert!(most <= cap, "{most} connections open at once (cap {cap})");
-    assert!(most >= cap / 2, "the idle connections were never accepted ({most})");
+    assert!(
+        most >= cap / 2,
+        "the idle connections were never accepted ({most})"
+    );
     drop(idle);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(server.connections.open(), 0);

@@ -144,7 +144,8 @@ async fn unknown_ids_are_never_queued() {
     let unknown = TrackingId::generate();
     for i in 0..2000 {
         app.hit(unknown.as_str(), peer(i), "UA").await;
-        app.hit(TrackingId::generate().as_str(), peer(i), "UA").await;
+        app.hit(TrackingId::generate().as_str(), peer(i), "UA")
+            .await;
         if i % 100 == 0 {
             tokio::task::yield_now().await;
         }
@@ -156,7 +157,11 @@ async fn unknown_ids_are_never_queued() {
     assert_eq!(counts.queued, 0, "{counts:?}");
     // Every fetch was either answered from the cache or its lookup found nothing, or (beyond the
     // lookups allowed at once) it was dropped without a lookup.
-    assert_eq!(counts.unknown + counts.dropped_lookups_busy, 4000, "{counts:?}");
+    assert_eq!(
+        counts.unknown + counts.dropped_lookups_busy,
+        4000,
+        "{counts:?}"
+    );
 }
 
 /// A full queue (the writer stalled behind another connection's write lock): opens are dropped and

@@ -261,7 +261,10 @@ impl OpenRecorder {
     }
 
     /// [`start`](Self::start) with a queue of `queue_bytes` (tests use a small one).
-    pub fn start_with(pool: &Pool, queue_bytes: usize) -> Result<(Self, WriterThread), WriterError> {
+    pub fn start_with(
+        pool: &Pool,
+        queue_bytes: usize,
+    ) -> Result<(Self, WriterThread), WriterError> {
         let config = WriterConfig {
             name: "pixel-opens",
             queue_bytes,
@@ -422,6 +425,40 @@ mod tests {
             .query_row("SELECT min(opened_at) FROM pixel_opens", [], |r| r.get(0))
             .unwrap();
         assert_eq!(at, "2023-11-14 22:13:20");
+    }
+
+    /// The INSERT itself keeps a message to MAX_OPENS_PER_MESSAGE opens, whatever is queued;
+    /// `stored_opens` tells known ids (with their count, up to the cap) from unknown ones.
+    #[test]
+    fn opens_per_message_are_capped_where_they_are_written() {
+        let (_dir, pool) = setup();
+        let conn = pool.get().unwrap();
+        let (recorder, messages) = MessageRecorder::start(&pool).unwrap();
+        let msg = message(TrackedAliasId(1));
+        record_and_wait(&recorder, msg.clone()).unwrap();
+        assert_eq!(stored_opens(&conn, &msg.tracking_id).unwrap(), Some(0));
+        assert_eq!(stored_opens(&conn, &TrackingId::generate()).unwrap(), None);
+        let (opens, opens_thread) = OpenRecorder::start(&pool).unwrap();
+        for i in 0..MAX_OPENS_PER_MESSAGE + 25 {
+            assert!(opens.record(Open {
+                tracking_id: msg.tracking_id.clone(),
+                client_ip: format!("192.0.2.{}", i % 250),
+                user_agent: "UA".into(),
+                unix_time: 1_700_000_000 + i,
+            }));
+        }
+        drop((recorder, opens));
+        messages.join();
+        opens_thread.join();
+        let opens_of = "SELECT count(*) FROM pixel_opens WHERE tracking_id = ?1";
+        assert_eq!(
+            count(&conn, opens_of, &msg.tracking_id),
+            MAX_OPENS_PER_MESSAGE
+        );
+        assert_eq!(
+            stored_opens(&conn, &msg.tracking_id).unwrap(),
+            Some(MAX_OPENS_PER_MESSAGE)
+        );
     }
 
     /// Rows recorded from many threads at once are all committed, each caller told of its own.

@@ -543,6 +543,27 @@ async fn message(
 mod tests {
     use super::*;
 
+    /// The list says how long tracked data is kept, with the configured number of days.
+    #[test]
+    fn the_list_states_the_retention() {
+        let day = Day::parse("2024-05-01").unwrap();
+        let data = ListData {
+            aliases: vec![],
+            filters: Filters::default(),
+            errors: FilterErrors::default(),
+            total: 0,
+            page: 1,
+            rows: vec![],
+            chart: (day, day, false, vec![0]),
+            retention: RetentionDays::new(30).unwrap(),
+        };
+        let html = render_list(&FilterQuery::default(), &data).into_string();
+        assert!(
+            html.contains("Tracked messages and opens older than 30 days are deleted daily"),
+            "{html}"
+        );
+    }
+
     #[test]
     fn filters() {
         let aliases = vec![AliasOption {

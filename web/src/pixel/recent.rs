@@ -164,8 +164,14 @@ mod tests {
                 Seen::First
             );
         }
-        assert_eq!(r.first_time_at(b"id", b"192.0.2.9", b"UA", at(2)), Seen::Full);
-        assert_eq!(r.first_time_at(b"id", b"10.0.0.7", b"UA", at(2)), Seen::Again);
+        assert_eq!(
+            r.first_time_at(b"id", b"192.0.2.9", b"UA", at(2)),
+            Seen::Full
+        );
+        assert_eq!(
+            r.first_time_at(b"id", b"10.0.0.7", b"UA", at(2)),
+            Seen::Again
+        );
         assert_eq!(r.len(), 1000);
         // The next window still holds the previous one: full until that one expires too.
         assert_eq!(
