@@ -17,6 +17,7 @@
 pub mod known_ids;
 pub mod recent;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,8 +42,21 @@ pub const GIF: [u8; 43] = [
     0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
-/// The longest User-Agent stored, in characters.
+/// The longest User-Agent stored, in bytes (cut at a character boundary when it is UTF-8).
 const MAX_USER_AGENT: usize = 512;
+
+/// At most `max` bytes of `bytes`, not cutting a UTF-8 character in two.
+fn truncate_utf8(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    let mut end = max;
+    // Back up over continuation bytes (10xxxxxx) to the start of the character cut in two.
+    while end > 0 && bytes[end] & 0xC0 == 0x80 {
+        end -= 1;
+    }
+    &bytes[..end]
+}
 
 /// The bounds of the pixel's recording.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +101,27 @@ pub struct PixelCounts {
     pub dropped_recent_full: u64,
     /// Dropped: too many database lookups were running.
     pub dropped_lookups_busy: u64,
+}
+
+/// One fetch of the pixel with a well-formed id, as the request has it (borrowed).
+pub struct Fetch<'a> {
+    pub tracking_id: &'a TrackingId,
+    pub client: Option<IpAddr>,
+    /// The User-Agent header's bytes, at most [`MAX_USER_AGENT`] of them.
+    pub user_agent: &'a [u8],
+    /// Seconds since the Unix epoch.
+    pub unix_time: i64,
+}
+
+impl Fetch<'_> {
+    fn to_open(&self) -> Open {
+        Open {
+            tracking_id: self.tracking_id.clone(),
+            client_ip: self.client.map(|ip| ip.to_string()).unwrap_or_default(),
+            user_agent: String::from_utf8_lossy(self.user_agent).into_owned(),
+            unix_time: self.unix_time,
+        }
+    }
 }
 
 /// The pixel's recording: the caches, the limits and the writer's queue. One per process.
@@ -159,11 +194,12 @@ impl Pixel {
         }
     }
 
-    /// Records `open` if it passes every bound; never waits (a database lookup, when needed, runs
-    /// on its own task).
-    pub fn record(self: &Arc<Self>, open: Open) {
-        match self.check(&open) {
-            Next::Record => self.queue(open),
+    /// Records the open `fetch` describes if it passes every bound; never waits (a database
+    /// lookup, when needed, runs on its own task). Nothing is allocated for a fetch that is not
+    /// recorded.
+    pub fn record(self: &Arc<Self>, fetch: &Fetch<'_>) {
+        match self.check(fetch) {
+            Next::Record => self.queue(fetch.to_open()),
             Next::Done => {}
             Next::Lookup => {
                 let Ok(permit) = Arc::clone(&self.lookups).try_acquire_owned() else {
@@ -171,6 +207,7 @@ impl Pixel {
                     return;
                 };
                 let this = Arc::clone(self);
+                let open = fetch.to_open();
                 tokio::spawn(async move {
                     let id = open.tracking_id.clone();
                     let stored = this
@@ -180,7 +217,13 @@ impl Pixel {
                     match stored {
                         Ok(stored) => {
                             this.known.insert(open.tracking_id.as_str(), stored);
-                            if let Next::Record = this.check(&open) {
+                            let fetch = Fetch {
+                                tracking_id: &open.tracking_id,
+                                client: open.client_ip.parse().ok(),
+                                user_agent: open.user_agent.as_bytes(),
+                                unix_time: open.unix_time,
+                            };
+                            if let Next::Record = this.check(&fetch) {
                                 this.queue(open);
                             }
                         }
@@ -192,8 +235,8 @@ impl Pixel {
         }
     }
 
-    fn check(&self, open: &Open) -> Next {
-        let id = open.tracking_id.as_str();
+    fn check(&self, fetch: &Fetch<'_>) -> Next {
+        let id = fetch.tracking_id.as_str();
         match self.known.get(id) {
             Known::Ask => return Next::Lookup,
             Known::Unknown => {
@@ -206,11 +249,15 @@ impl Pixel {
             }
             Known::UnderCap => {}
         }
-        match self.recent.first_time(
-            id.as_bytes(),
-            open.client_ip.as_bytes(),
-            open.user_agent.as_bytes(),
-        ) {
+        let client = match fetch.client {
+            Some(IpAddr::V4(ip)) => ip.to_ipv6_mapped().octets(),
+            Some(IpAddr::V6(ip)) => ip.octets(),
+            None => [0; 16],
+        };
+        match self
+            .recent
+            .first_time(id.as_bytes(), &client, fetch.user_agent)
+        {
             Seen::Again => {
                 self.repeated.fetch_add(1, Ordering::Relaxed);
                 Next::Done
@@ -238,29 +285,20 @@ pub async fn pixel(State(state): State<AppState>, req: Request) -> Response {
     let id = req.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "id")
-            .map(|(_, v)| v.into_owned())
+            .map(|(_, v)| v)
     });
     if let Some(tracking_id) = id.and_then(|id| TrackingId::parse(&id).ok()) {
-        let client_ip = client_ip(req.headers(), peer_ip(&req), &state.trusted_proxies)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
-        let user_agent: String = req
+        let user_agent = req
             .headers()
             .get(header::USER_AGENT)
-            .map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .chars()
-                    .take(MAX_USER_AGENT)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .map_or(&b""[..], |v| truncate_utf8(v.as_bytes(), MAX_USER_AGENT));
         let unix_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        state.pixel.record(Open {
-            tracking_id,
-            client_ip,
+        state.pixel.record(&Fetch {
+            tracking_id: &tracking_id,
+            client: client_ip(req.headers(), peer_ip(&req), &state.trusted_proxies),
             user_agent,
             unix_time,
         });
@@ -283,6 +321,19 @@ pub async fn pixel(State(state): State<AppState>, req: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_agents_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate_utf8(b"short", 512), b"short");
+        let long = "é".repeat(300); // 600 bytes
+        let cut = truncate_utf8(long.as_bytes(), 512);
+        assert_eq!(cut.len(), 512);
+        assert!(std::str::from_utf8(cut).is_ok());
+        let odd = format!("a{long}");
+        let cut = truncate_utf8(odd.as_bytes(), 512);
+        assert_eq!(cut.len(), 511);
+        assert!(std::str::from_utf8(cut).is_ok());
+    }
 
     #[test]
     fn gif_is_43_bytes() {
