@@ -239,7 +239,9 @@ def test_the_retention_purge_deletes_old_rows(stack):
                    "VALUES (?, '192.0.2.1', 'e2e', datetime('now', ?))", (tracking_id, "-%d days" % days))
     out = stack.cli("tracking", "purge").stdout
     fields = dict(line.split("\t") for line in out.splitlines())
-    assert int(fields["messages"]) >= 1 and int(fields["opens"]) >= 4, out
+    # (The dashboard's own daily run may have come first, shortly after the stack started: then the
+    # CLI finds less to do. What is left is what counts.)
+    assert set(fields) == {"messages", "opens"} and all(v.isdigit() for v in fields.values()), out
     assert sql(stack, "SELECT count(*) FROM tracked_messages WHERE tracking_id = ?", (old,)) == [(0,)]
     assert open_rows(stack, old) == 0
     assert sql(stack, "SELECT count(*) FROM tracked_messages WHERE tracking_id = ?", (recent,)) == [(1,)]
