@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use mailserver::logging;
 use mailserver::names::{Address, AliasSource, Destinations, Domain};
 use mailserver::paths::Paths;
+use mailserver::store::tracking::retention;
 use mailserver::store::{Snapshot, accounts, admins, aliases, domains};
 use mailserver::{apply, db, password};
 use rusqlite::Connection;
@@ -47,6 +48,9 @@ enum Command {
     /// Manage dashboard admins.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Open tracking's stored data.
+    #[command(subcommand)]
+    Tracking(TrackingCmd),
     /// Run the applier: the root service that applies the configuration when the dashboard (which
     /// runs as its own user) asks over run/applier/applier.sock. Started by supervisord.
     Applier,
@@ -145,6 +149,13 @@ enum AdminCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum TrackingCmd {
+    /// Delete tracked messages and opens older than TRACKING_RETENTION_DAYS now (the dashboard does
+    /// it daily). Prints what was deleted: `messages N` and `opens N`.
+    Purge,
+}
+
 fn read_password(flag: bool) -> Result<String> {
     if !flag {
         bail!("give the password on standard input with --password-stdin");
@@ -186,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Account(cmd) => account(cmd, &mut ctx),
         Command::Alias(cmd) => alias(cmd, &mut ctx),
         Command::Admin(cmd) => admin(cmd, &mut ctx),
+        Command::Tracking(cmd) => tracking(cmd, &mut ctx),
     }
 }
 
@@ -460,6 +472,21 @@ fn admin(cmd: AdminCmd, ctx: &mut Ctx) -> Result<()> {
                 "reset the password of {username}; ended {} dashboard session(s) and lifted {} login lockout(s)",
                 report.sessions_ended, report.lockouts_cleared
             );
+        }
+    }
+    Ok(())
+}
+
+/// The tracking tables are only read by the dashboard: nothing to apply.
+fn tracking(cmd: TrackingCmd, ctx: &mut Ctx) -> Result<()> {
+    let conn = ctx.conn()?;
+    match cmd {
+        TrackingCmd::Purge => {
+            let keep = mailserver::store::settings::load(conn)?.tracking_retention;
+            let purged = retention::purge(conn, keep, retention::Chunks::default())?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "messages\t{}", purged.messages)?;
+            writeln!(out, "opens\t{}", purged.opens)?;
         }
     }
     Ok(())

@@ -158,6 +158,53 @@ impl Relayhost {
     }
 }
 
+/// `TRACKING_RETENTION_DAYS`: tracked messages and opens older than this many days are deleted.
+/// From 1 to 36,500 (a hundred years); 180 by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionDays(u32);
+
+impl RetentionDays {
+    pub const DEFAULT: Self = Self(180);
+    const MAX: u32 = 36_500;
+
+    /// `days` if it is within 1..=36,500.
+    pub fn new(days: u32) -> Option<Self> {
+        (1..=Self::MAX).contains(&days).then_some(Self(days))
+    }
+
+    /// Parses the setting; empty means the default.
+    pub fn parse(s: &str) -> Result<Self, SettingsError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Self::DEFAULT);
+        }
+        s.parse::<u32>()
+            .ok()
+            .and_then(Self::new)
+            .ok_or_else(|| SettingsError::Invalid {
+                key: "TRACKING_RETENTION_DAYS",
+                value: s.to_string(),
+                why: "expected a whole number of days from 1 to 36500",
+            })
+    }
+
+    pub fn days(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for RetentionDays {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for RetentionDays {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Everything about the server that is not in the domain/account/alias tables.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -165,6 +212,8 @@ pub struct Settings {
     pub listen: ListenAddress,
     pub ports: Ports,
     pub pixel_base_url: BaseUrl,
+    /// How long tracked messages and opens are kept.
+    pub tracking_retention: RetentionDays,
 }
 
 const KEYS: &[&str] = &[
@@ -179,6 +228,7 @@ const KEYS: &[&str] = &[
     "POP3S_PORT",
     "WEB_PORT",
     "PIXEL_BASE_URL",
+    "TRACKING_RETENTION_DAYS",
 ];
 
 fn port(
@@ -266,6 +316,10 @@ impl Settings {
             listen: ListenAddress::parse(map.get("LISTEN_ADDRESS").map_or("", String::as_str))?,
             ports,
             pixel_base_url,
+            tracking_retention: RetentionDays::parse(
+                map.get("TRACKING_RETENTION_DAYS")
+                    .map_or("", String::as_str),
+            )?,
         })
     }
 
@@ -283,6 +337,10 @@ impl Settings {
             ("POP3S_PORT", p.pop3s.to_string()),
             ("WEB_PORT", p.web.to_string()),
             ("PIXEL_BASE_URL", self.pixel_base_url.as_str().to_string()),
+            (
+                "TRACKING_RETENTION_DAYS",
+                self.tracking_retention.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -416,11 +474,43 @@ mod tests {
             ("LISTEN_ADDRESS", "somewhere"),
             ("PIXEL_BASE_URL", "javascript:alert(1)"),
             ("PIXEL_BASE_URL", "https://x.example/\"onerror"),
+            ("TRACKING_RETENTION_DAYS", "0"),
+            ("TRACKING_RETENTION_DAYS", "-5"),
+            ("TRACKING_RETENTION_DAYS", "180d"),
+            ("TRACKING_RETENTION_DAYS", "1.5"),
+            ("TRACKING_RETENTION_DAYS", "36501"),
+            ("TRACKING_RETENTION_DAYS", "99999999999"),
         ] {
             let mut m = map(&[("HOSTNAME", "mx.example.com")]);
             m.insert(k.to_string(), v.to_string());
             assert!(Settings::from_map(&m).is_err(), "{k}={v:?} was accepted");
         }
+    }
+
+    #[test]
+    fn retention_days() {
+        let s = Settings::from_map(&map(&[("HOSTNAME", "mx.example.com")])).unwrap();
+        assert_eq!(s.tracking_retention.days(), 180);
+        for (v, days) in [("1", 1), (" 30 ", 30), ("36500", 36_500), ("", 180)] {
+            let m = map(&[
+                ("HOSTNAME", "mx.example.com"),
+                ("TRACKING_RETENTION_DAYS", v),
+            ]);
+            assert_eq!(
+                Settings::from_map(&m).unwrap().tracking_retention.days(),
+                days,
+                "{v:?}"
+            );
+        }
+        let m = map(&[
+            ("HOSTNAME", "mx.example.com"),
+            ("TRACKING_RETENTION_DAYS", "0"),
+        ]);
+        let err = Settings::from_map(&m).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "TRACKING_RETENTION_DAYS: expected a whole number of days from 1 to 36500 (got \"0\")"
+        );
     }
 
     #[test]

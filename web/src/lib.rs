@@ -14,7 +14,9 @@ pub mod login;
 pub mod logout;
 pub mod pages;
 pub mod pixel;
+pub mod retention;
 pub mod security;
+pub mod serve;
 pub mod state;
 pub mod views;
 

@@ -1,18 +1,19 @@
 //! `mailserver-web`: serves the dashboard and the pixel endpoint over HTTPS with the certificate in
-//! `$DATA_DIR/ssl/`, on the address and port from the stored settings (`WEB_PORT`, default 8080).
-//! Stops cleanly on SIGTERM or SIGINT, after writing every queued pixel open.
+//! `$DATA_DIR/ssl/`, on the address and port from the stored settings (`WEB_PORT`, default 8080),
+//! within the connection bounds of [`mailserver_web::serve`], and runs the daily tracking-retention
+//! job. Stops cleanly on SIGTERM or SIGINT, after writing every queued pixel open.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use axum_server::tls_rustls::RustlsConfig;
 use clap::Parser;
 use mailserver::logging;
 use mailserver::paths::Paths;
 use mailserver::settings::ListenAddress;
 use mailserver_web::AppState;
+use mailserver_web::serve::{Limits, WebServer, tls_config};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::level_filters::LevelFilter;
 
@@ -62,15 +63,26 @@ async fn main() -> Result<()> {
         ListenAddress::Ip(ip) => IpAddr::V4(ip),
     };
     let addr = SocketAddr::new(ip, settings.ports.web);
-    let tls = RustlsConfig::from_pem_file(paths.tls_cert(), paths.tls_key())
+    let (cert, key) = (
+        std::fs::read(paths.tls_cert()),
+        std::fs::read(paths.tls_key()),
+    );
+    let tls = tls_config(cert?, key?)
         .await
         .context("could not load the TLS certificate from ssl/")?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("could not listen on {addr}"))?;
 
     let (state, writer) = AppState::start(pool, paths, trusted_proxies()?)?;
+    let retention = mailserver_web::retention::spawn(
+        state.db.clone(),
+        state.pixel.known_ids(),
+        settings.tracking_retention,
+    );
     let app = mailserver_web::app(state);
 
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
+    let server = WebServer::new(listener, tls, Limits::default());
+    let stopper = server.handle();
     tokio::spawn(async move {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -82,11 +94,8 @@ async fn main() -> Result<()> {
         stopper.graceful_shutdown(Some(Duration::from_secs(5)));
     });
     tracing::info!(%addr, "mailserver-web listening (HTTPS)");
-    axum_server::bind_rustls(addr, tls)
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .context("the web server failed")?;
+    server.serve(app).await.context("the web server failed")?;
+    retention.abort();
     // The router (and with it every OpenRecorder) is gone: the writer drains the queue and stops.
     writer.await.context("the pixel writer failed")?;
     tracing::info!("stopped");

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Auth;
 use crate::error::WebError;
+use crate::pixel::{Pixel, PixelLimits};
 
 /// Everything a handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -18,8 +19,8 @@ pub struct AppState {
     pub db: Db,
     pub paths: Arc<Paths>,
     pub auth: Arc<Auth>,
-    /// Where the pixel endpoint queues opens.
-    pub opens: OpenRecorder,
+    /// Where the pixel endpoint records opens, within its bounds.
+    pub pixel: Arc<Pixel>,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Arc<Vec<IpAddr>>,
 }
@@ -33,12 +34,23 @@ impl AppState {
         paths: Paths,
         trusted_proxies: Vec<IpAddr>,
     ) -> Result<(Self, JoinHandle<()>), WriterError> {
-        let (opens, thread) = OpenRecorder::start(&pool)?;
+        Self::start_with(pool, paths, trusted_proxies, PixelLimits::default())
+    }
+
+    /// [`start`](Self::start) with other bounds for the pixel (tests use small ones).
+    pub fn start_with(
+        pool: Pool,
+        paths: Paths,
+        trusted_proxies: Vec<IpAddr>,
+        pixel: PixelLimits,
+    ) -> Result<(Self, JoinHandle<()>), WriterError> {
+        let (opens, thread) = OpenRecorder::start_with(&pool, pixel.queue_bytes)?;
+        let db = Db::new(pool);
         let state = Self {
-            db: Db::new(pool),
+            pixel: Arc::new(Pixel::new(opens, db.clone(), pixel)),
+            db,
             paths: Arc::new(paths),
             auth: Arc::new(Auth::default()),
-            opens,
             trusted_proxies: Arc::new(trusted_proxies),
         };
         Ok((state, tokio::task::spawn_blocking(move || thread.join())))

@@ -544,19 +544,30 @@ async fn a_spoofed_forwarded_for_behind_a_garbage_entry_is_not_believed() {
         "198.51.100.66, _hidden",
         "203.0.113.5, 192.0.2.7:4711",
     ] {
+        // (Each its own User-Agent: one client's repeated opens within an hour count once.)
         let req = Request::get("/pixel?id=VQx3An5C4mtsOVsTUQiGHQ")
+            .header(header::USER_AGENT, forwarded)
             .header("x-forwarded-for", forwarded)
             .body(Body::empty())
             .unwrap();
         assert_eq!(app.send(req).await.status, StatusCode::OK);
     }
-    let ips: Vec<String> = app
+    // (Keyed by User-Agent: the first opens of an id are recorded after its lookup, in any order.)
+    let mut ips: Vec<(String, String)> = app
         .shut_down_and_read_opens()
         .await
         .into_iter()
-        .map(|(_, ip, _)| ip)
+        .map(|(_, ip, ua)| (ua, ip))
         .collect();
-    assert_eq!(ips, ["10.0.0.1", "10.0.0.1", "192.0.2.7"]);
+    ips.sort();
+    assert_eq!(
+        ips,
+        [
+            ("198.51.100.66, _hidden".into(), "10.0.0.1".into()),
+            ("198.51.100.66, unknown".into(), "10.0.0.1".into()),
+            ("203.0.113.5, 192.0.2.7:4711".into(), "192.0.2.7".into()),
+        ]
+    );
 }
 
 /// Every dashboard answer, the login challenge included, tells caches not to keep it.

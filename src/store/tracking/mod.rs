@@ -10,14 +10,19 @@
 //! [`OpenRecorder`]; the dashboard's pages read them ([`report`]). Both recorders are
 //! [`BatchWriter`]s: one thread each, committing what queued up in one transaction, so neither a
 //! milter session nor a pixel response ever waits for SQLite's write lock.
+//!
+//! The pixel is public, so what it may cost is bounded here where rows are written: a message gets
+//! at most [`MAX_OPENS_PER_MESSAGE`] opens (checked by the INSERT itself), opens of unknown ids are
+//! never stored, and [`retention`] deletes messages and opens older than the retention setting.
 
 pub mod report;
+pub mod retention;
 
 use rusqlite::{Connection, OptionalExtension as _, Transaction};
 use thiserror::Error;
 
 use super::StoreError;
-use super::batch_writer::{Batch, BatchWriter, WriterConfig, WriterError, WriterThread};
+use super::batch_writer::{Batch, BatchWriter, QueueItem, WriterConfig, WriterError, WriterThread};
 use crate::db::Pool;
 use crate::names::Address;
 use crate::tracking::{BaseUrl, TrackingId};
@@ -190,19 +195,42 @@ pub enum MessageRequest {
     Forget(TrackingId),
 }
 
+impl QueueItem for MessageRequest {
+    fn queued_bytes(&self) -> usize {
+        /// The boxed callback: a closure with a channel sender or two.
+        const CALLBACK: usize = 64;
+        std::mem::size_of::<Self>()
+            + match self {
+                Self::Insert(msg, _) => {
+                    msg.tracking_id.as_str().len()
+                        + msg.sender.len()
+                        + msg.subject.len()
+                        + msg
+                            .recipients
+                            .iter()
+                            .map(|r| r.len() + std::mem::size_of::<String>())
+                            .sum::<usize>()
+                        + CALLBACK
+                }
+                Self::Forget(id) => id.as_str().len(),
+            }
+    }
+}
+
 /// Appends and removes `tracked_messages` rows for the milter.
 #[derive(Clone)]
 pub struct MessageRecorder(BatchWriter<MessageRequest>);
 
 impl MessageRecorder {
-    /// Messages that may wait for their commit. Each waits for at most the milter's database
-    /// deadline, so this only bounds a stalled database.
-    const QUEUE: usize = 64 * 1024;
+    /// Bytes of messages that may wait for their commit (some 100,000 messages of ordinary size).
+    /// Each waits for at most the milter's database deadline, so this only bounds a stalled
+    /// database.
+    const QUEUE_BYTES: usize = 32 << 20;
 
     pub fn start(pool: &Pool) -> Result<(Self, WriterThread), WriterError> {
         let config = WriterConfig {
             name: "tracked-messages",
-            queue: Self::QUEUE,
+            queue_bytes: Self::QUEUE_BYTES,
             max_batch: 256,
             // A message waits for its row: no retry, the message passes untracked instead.
             attempts: 1,
@@ -295,16 +323,52 @@ pub struct Open {
     pub unix_time: i64,
 }
 
-/// Appends `pixel_opens` rows for the pixel endpoint; opens of unknown ids are not stored.
+impl QueueItem for Open {
+    fn queued_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.tracking_id.as_str().len()
+            + self.client_ip.len()
+            + self.user_agent.len()
+    }
+}
+
+/// At most this many opens are stored per tracked message; later ones are not.
+pub const MAX_OPENS_PER_MESSAGE: i64 = 1000;
+
+/// The opens stored for `id` so far (at most [`MAX_OPENS_PER_MESSAGE`]), or `None` when no tracked
+/// message has that id. What the pixel endpoint asks before it queues an open.
+pub fn stored_opens(conn: &Connection, id: &TrackingId) -> Result<Option<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM pixel_opens WHERE tracking_id = ?1 LIMIT ?2))
+         FROM tracked_messages WHERE tracking_id = ?1",
+    )?;
+    Ok(stmt
+        .query_row((id.as_str(), MAX_OPENS_PER_MESSAGE), |r| r.get(0))
+        .optional()?)
+}
+
+/// Appends `pixel_opens` rows for the pixel endpoint; opens of unknown ids, and opens beyond
+/// [`MAX_OPENS_PER_MESSAGE`] of a message, are not stored.
 #[derive(Clone)]
 pub struct OpenRecorder(BatchWriter<Open>);
 
 impl OpenRecorder {
+    /// The default queue: 8 MiB, some 40,000 opens with long User-Agents, 80,000 with short ones.
+    /// Only absorbs bursts: the writer keeps up with tens of thousands of opens a second.
+    pub const QUEUE_BYTES: usize = 8 << 20;
+
     pub fn start(pool: &Pool) -> Result<(Self, WriterThread), WriterError> {
+        Self::start_with(pool, Self::QUEUE_BYTES)
+    }
+
+    /// [`start`](Self::start) with a queue of `queue_bytes` (tests use a small one).
+    pub fn start_with(
+        pool: &Pool,
+        queue_bytes: usize,
+    ) -> Result<(Self, WriterThread), WriterError> {
         let config = WriterConfig {
             name: "pixel-opens",
-            // Only absorbs bursts: the writer keeps up with tens of thousands of opens a second.
-            queue: 1 << 20,
+            queue_bytes,
             max_batch: 8192,
             attempts: 5,
             // The pixel_opens index is written all over: a small cache would read and write the
@@ -315,9 +379,15 @@ impl OpenRecorder {
         Ok((Self(writer), thread))
     }
 
-    /// Queues the open; when the queue is full it is dropped (counted and logged by the writer).
-    pub fn record(&self, open: Open) {
-        let _ = self.0.send(open);
+    /// Queues the open; when the queue is full it is dropped (counted and logged by the writer) and
+    /// `false` is returned.
+    pub fn record(&self, open: Open) -> bool {
+        self.0.send(open).is_ok()
+    }
+
+    /// Opens dropped since the start because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.0.refused()
     }
 }
 
@@ -327,10 +397,12 @@ impl Batch for OpenBatch {
     type Item = Open;
 
     fn write(&mut self, tx: &Transaction<'_>, opens: &[Open]) -> rusqlite::Result<()> {
+        // The cap reads at most MAX_OPENS_PER_MESSAGE entries of the (tracking_id, opened_at) index.
         let mut insert = tx.prepare_cached(
             "INSERT INTO pixel_opens (tracking_id, client_ip, user_agent, opened_at)
              SELECT ?1, ?2, ?3, datetime(?4, 'unixepoch')
-             WHERE EXISTS (SELECT 1 FROM tracked_messages WHERE tracking_id = ?1)",
+             WHERE EXISTS (SELECT 1 FROM tracked_messages WHERE tracking_id = ?1)
+               AND NOT EXISTS (SELECT 1 FROM pixel_opens WHERE tracking_id = ?1 LIMIT 1 OFFSET ?5 - 1)",
         )?;
         for o in opens {
             insert.execute((
@@ -338,6 +410,7 @@ impl Batch for OpenBatch {
                 &o.client_ip,
                 &o.user_agent,
                 o.unix_time,
+                MAX_OPENS_PER_MESSAGE,
             ))?;
         }
         Ok(())
@@ -505,6 +578,40 @@ mod tests {
             .query_row("SELECT min(opened_at) FROM pixel_opens", [], |r| r.get(0))
             .unwrap();
         assert_eq!(at, "2023-11-14 22:13:20");
+    }
+
+    /// The INSERT itself keeps a message to MAX_OPENS_PER_MESSAGE opens, whatever is queued;
+    /// `stored_opens` tells known ids (with their count, up to the cap) from unknown ones.
+    #[test]
+    fn opens_per_message_are_capped_where_they_are_written() {
+        let (_dir, pool) = setup();
+        let conn = pool.get().unwrap();
+        let (recorder, messages) = MessageRecorder::start(&pool).unwrap();
+        let msg = message(TrackedAliasId(1));
+        record_and_wait(&recorder, msg.clone()).unwrap();
+        assert_eq!(stored_opens(&conn, &msg.tracking_id).unwrap(), Some(0));
+        assert_eq!(stored_opens(&conn, &TrackingId::generate()).unwrap(), None);
+        let (opens, opens_thread) = OpenRecorder::start(&pool).unwrap();
+        for i in 0..MAX_OPENS_PER_MESSAGE + 25 {
+            assert!(opens.record(Open {
+                tracking_id: msg.tracking_id.clone(),
+                client_ip: format!("192.0.2.{}", i % 250),
+                user_agent: "UA".into(),
+                unix_time: 1_700_000_000 + i,
+            }));
+        }
+        drop((recorder, opens));
+        messages.join();
+        opens_thread.join();
+        let opens_of = "SELECT count(*) FROM pixel_opens WHERE tracking_id = ?1";
+        assert_eq!(
+            count(&conn, opens_of, &msg.tracking_id),
+            MAX_OPENS_PER_MESSAGE
+        );
+        assert_eq!(
+            stored_opens(&conn, &msg.tracking_id).unwrap(),
+            Some(MAX_OPENS_PER_MESSAGE)
+        );
     }
 
     /// Rows recorded from many threads at once are all committed, each caller told of its own.

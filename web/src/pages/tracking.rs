@@ -17,6 +17,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mailserver::day::Day;
+use mailserver::settings::RetentionDays;
+use mailserver::store::tracking::MAX_OPENS_PER_MESSAGE;
 use mailserver::store::tracking::report::{
     self, AliasOption, Filters, MessageDetail, MessageRow, Page,
 };
@@ -230,6 +232,8 @@ struct ListData {
     page: i64,
     rows: Vec<MessageRow>,
     chart: (Day, Day, bool, Vec<i64>),
+    /// `TRACKING_RETENTION_DAYS`.
+    retention: RetentionDays,
 }
 
 fn render_list(q: &FilterQuery, d: &ListData) -> Markup {
@@ -277,6 +281,11 @@ fn render_list(q: &FilterQuery, d: &ListData) -> Markup {
             @if filtered { " match the filters" }
             ". "
             a href=(csv_href) download { "Download CSV" }
+        }
+        p.muted.retention {
+            "Tracked messages and opens older than " (d.retention) " days are deleted daily "
+            "(TRACKING_RETENTION_DAYS). A message keeps at most " (MAX_OPENS_PER_MESSAGE)
+            " opens, and repeated opens from the same address and browser within an hour count once."
         }
         @if d.rows.is_empty() {
             p.muted {
@@ -346,6 +355,9 @@ async fn list(
             )?;
             let (start, end, cut) = chart_range(&filters, today);
             let counts = report::opens_per_day(conn, filters.alias, start, end)?;
+            let retention = mailserver::store::settings::load(conn)
+                .map_err(mailserver::store::StoreError::from)?
+                .tracking_retention;
             Ok(ListData {
                 aliases,
                 filters,
@@ -354,6 +366,7 @@ async fn list(
                 page,
                 rows,
                 chart: (start, end, cut, counts),
+                retention,
             })
         })
         .await?;
@@ -529,6 +542,27 @@ async fn message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The list says how long tracked data is kept, with the configured number of days.
+    #[test]
+    fn the_list_states_the_retention() {
+        let day = Day::parse("2024-05-01").unwrap();
+        let data = ListData {
+            aliases: vec![],
+            filters: Filters::default(),
+            errors: FilterErrors::default(),
+            total: 0,
+            page: 1,
+            rows: vec![],
+            chart: (day, day, false, vec![0]),
+            retention: RetentionDays::new(30).unwrap(),
+        };
+        let html = render_list(&FilterQuery::default(), &data).into_string();
+        assert!(
+            html.contains("Tracked messages and opens older than 30 days are deleted daily"),
+            "{html}"
+        );
+    }
 
     #[test]
     fn filters() {
