@@ -15,12 +15,12 @@
 //! O_NOFOLLOW`, given to opendkim through its descriptor, synced and renamed into place.
 
 use std::fs;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use crate::apply::{ApplyError, io};
+use crate::apply::{self, ApplyError, io};
 use crate::dkim;
 use crate::paths::Paths;
 use crate::store::{StoreError, domains};
@@ -111,34 +111,16 @@ fn key_dir(key: &Path, users: &SystemUsers) -> Result<(), ApplyError> {
         .map_err(io("set the owner and mode of", dir))
 }
 
-/// Writes a key file: a new temp file (`O_EXCL | O_NOFOLLOW`, 0600), OpenDKIM's through its
-/// descriptor, synced, renamed over `path`, the directory synced.
+/// Writes a key file through [`apply::replace_file`] (which creates it [`KEY_MODE`], 0600), made OpenDKIM's through its descriptor.
 fn write_key(path: &Path, pem: &[u8], users: &SystemUsers) -> Result<(), ApplyError> {
-    let dir = path.parent().expect("a key file has a directory");
-    let name = path.file_name().expect("file name").to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &tmp)(e)),
-        _ => {}
-    }
-    let result = (|| {
-        let mut out = system::create_exclusive(&tmp, KEY_MODE).map_err(io("create", &tmp))?;
-        out.write_all(pem).map_err(io("write", &tmp))?;
+    apply::replace_file(path, pem, |out, tmp| {
         if nix::unistd::geteuid().is_root() {
             let (uid, gid) = Owner::Opendkim.ids(users);
-            nix::unistd::fchown(&out, Some(uid), Some(gid))
-                .map_err(|e| io("change the owner of", &tmp)(e.into()))?;
+            nix::unistd::fchown(out, Some(uid), Some(gid))
+                .map_err(|e| io("change the owner of", tmp)(e.into()))?;
         }
-        out.sync_all().map_err(io("sync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io("rename", &tmp))?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync", dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -215,7 +215,7 @@ impl Ctx {
         }
     }
 
-    /// The database; an error (asking for `init`) when there is none yet.
+    /// The main database with tracking.db attached, as the dashboard opens them; an error (asking for `init`) when there is none yet.
     fn conn(&mut self) -> Result<&mut Connection> {
         open(&self.paths, &mut self.conn)
     }
@@ -242,7 +242,7 @@ fn open<'a>(
                     paths.db().display()
                 );
             }
-            db::open(&paths.db(), 1)?.get()?
+            db::open_dashboard(paths, 1)?.get()?
         }
     };
     Ok(slot.insert(conn))

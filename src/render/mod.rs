@@ -283,6 +283,18 @@ mod tests {
         }
     }
 
+    /// Renders `snap` for the container's layout (`/data`, the image's users, everything on).
+    fn render_in_data(snap: &Snapshot) -> Rendered {
+        render(
+            snap,
+            &Paths::new("/data"),
+            &SystemUsers::fixed_for_tests(),
+            &root(),
+            true,
+        )
+        .unwrap()
+    }
+
     fn file<'a>(r: &'a Rendered, suffix: &str) -> &'a str {
         let f = r
             .files
@@ -295,15 +307,7 @@ mod tests {
     #[test]
     fn renders_every_template_without_leftovers() {
         let (_dir, snap) = snapshot_with_data();
-        let paths = Paths::new("/data");
-        let r = render(
-            &snap,
-            &paths,
-            &SystemUsers::fixed_for_tests(),
-            &root(),
-            true,
-        )
-        .unwrap();
+        let r = render_in_data(&snap);
         for f in &r.files {
             let text = String::from_utf8_lossy(&f.contents);
             assert!(
@@ -334,14 +338,7 @@ mod tests {
     fn the_configuration_names_the_paths_the_code_uses() {
         let (_dir, snap) = snapshot_with_data();
         let paths = Paths::new("/data");
-        let r = render(
-            &snap,
-            &paths,
-            &SystemUsers::fixed_for_tests(),
-            &root(),
-            true,
-        )
-        .unwrap();
+        let r = render_in_data(&snap);
         for p in [
             paths.postfix_config_dir().join("main.cf"),
             paths.dovecot_conf(),
@@ -420,14 +417,7 @@ mod tests {
     #[test]
     fn only_active_domains_sign_and_resolve() {
         let (_dir, snap) = snapshot_with_data();
-        let r = render(
-            &snap,
-            &Paths::new("/data"),
-            &SystemUsers::fixed_for_tests(),
-            &root(),
-            true,
-        )
-        .unwrap();
+        let r = render_in_data(&snap);
         assert_eq!(
             file(&r, "opendkim/KeyTable"),
             "mail._domainkey.example.com example.com:mail:/data/dkim/example.com/mail.private\n"
@@ -517,14 +507,7 @@ mod tests {
     #[test]
     fn maps_db_round_trips() {
         let (dir, snap) = snapshot_with_data();
-        let r = render(
-            &snap,
-            &Paths::new("/data"),
-            &SystemUsers::fixed_for_tests(),
-            &root(),
-            true,
-        )
-        .unwrap();
+        let r = render_in_data(&snap);
         let path = dir.path().join("maps.db");
         r.maps.write(&path).unwrap();
         r.maps.write(&path).unwrap();

@@ -16,6 +16,21 @@ pub const NAV: &[(&str, &str)] = &[
     ("/settings", "Settings"),
 ];
 
+/// The document head of every page; `script` adds the dashboard's small script.
+fn head(title: &str, script: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · mailserver" }
+            link rel="stylesheet" href="/static/app.css";
+            @if script {
+                script src="/static/app.js" defer {}
+            }
+        }
+    }
+}
+
 /// A full page: header with navigation and the logout button, flash message, content.
 pub fn page(
     title: &str,
@@ -27,13 +42,7 @@ pub fn page(
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · mailserver" }
-                link rel="stylesheet" href="/static/app.css";
-                script src="/static/app.js" defer {}
-            }
+            (head(title, true))
             body {
                 header.top {
                     a.brand href="/" { "mailserver" }
@@ -81,12 +90,7 @@ pub fn logged_out_page() -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Logged out · mailserver" }
-                link rel="stylesheet" href="/static/app.css";
-            }
+            (head("Logged out", false))
             body { main.narrow {
                 h1 { "You are logged out" }
                 p { "Your session has ended." }

@@ -30,7 +30,7 @@ fn app(limits: PixelLimits) -> App {
         .unwrap();
     let paths = Paths::new(dir.path());
     std::fs::create_dir_all(paths.db_dir()).unwrap();
-    let pool = mailserver::db::open(&paths.db(), 4).unwrap();
+    let pool = mailserver::db::open_dashboard(&paths, 4).unwrap();
     {
         let conn = pool.get().unwrap();
         let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();

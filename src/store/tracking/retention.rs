@@ -108,7 +108,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, crate::db::Pool) {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::open(&dir.path().join("t.db"), 2).unwrap();
+        let pool = crate::db::open_tracking_file(&dir.path().join("t.db"), 2).unwrap();
         (dir, pool)
     }
 
