@@ -16,15 +16,8 @@ import pytest
 
 
 def tracking_db(stack):
-    """The database file that holds the tracking tables (the main one, or one of its own)."""
-    for path in sorted((stack.data_dir / "db").glob("*.db")):
-        db = sqlite3.connect(str(path), timeout=30)
-        try:
-            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'tracked_messages'").fetchone():
-                return path
-        finally:
-            db.close()
-    raise AssertionError("no database with tracked_messages under %s" % (stack.data_dir / "db"))
+    """tracking.db: the tracking tables' own database."""
+    return stack.data_dir / "tracking" / "tracking.db"
 
 
 def sql(stack, query, args=()):
