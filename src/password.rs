@@ -26,7 +26,8 @@ pub enum PasswordError {
     Weak(#[from] crate::password_policy::WeakPassword),
 }
 
-fn check(password: &str) -> Result<(), PasswordError> {
+/// What every stored password must be: not empty, at most [`MAX_LEN`] bytes, one line.
+pub fn check(password: &str) -> Result<(), PasswordError> {
     if password.is_empty() {
         return Err(PasswordError::Empty);
     }

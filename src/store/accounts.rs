@@ -129,6 +129,7 @@ fn update(
 /// The hash of a new password for `address`, once it passes the [`password_policy`] (the address and
 /// the display `name` are words a guesser knows).
 fn new_password_hash(address: &Address, password: &str, name: &str) -> Result<String, StoreError> {
+    password::check(password)?;
     let inputs = password_policy::account_inputs(address.as_str(), name);
     password_policy::check(password, &inputs).map_err(password::PasswordError::from)?;
     Ok(password::hash(password)?)
