@@ -40,8 +40,8 @@ adds, disables = [], []
 for i in range(5):
     user = "u%d@bench.test" % i
     t0 = time.monotonic()
-    cli("account", "add", user, "--password-stdin", input="pw\n")
-    while not login_ok(user, "pw"):
+    cli("account", "add", user, "--password-stdin", input="bench-pw-Tq8wLz4nRv2k\n")
+    while not login_ok(user, "bench-pw-Tq8wLz4nRv2k"):
         time.sleep(0.005)
     adds.append(time.monotonic() - t0)
     t0 = time.monotonic()

@@ -17,6 +17,7 @@ pub mod init;
 pub mod logging;
 pub mod names;
 pub mod password;
+pub mod password_policy;
 pub mod paths;
 pub mod render;
 pub mod requeue;

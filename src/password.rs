@@ -21,9 +21,13 @@ pub enum PasswordError {
     BadChar,
     #[error("could not hash the password: {0}")]
     Hash(String),
+    /// A new password that fails the [`crate::password_policy`].
+    #[error(transparent)]
+    Weak(#[from] crate::password_policy::WeakPassword),
 }
 
-fn check(password: &str) -> Result<(), PasswordError> {
+/// What every stored password must be: not empty, at most [`MAX_LEN`] bytes, one line.
+pub fn check(password: &str) -> Result<(), PasswordError> {
     if password.is_empty() {
         return Err(PasswordError::Empty);
     }
@@ -62,6 +66,7 @@ pub fn dovecot_form(hash: &str) -> String {
 }
 
 /// A random password of `len` characters from an unambiguous alphabet (for `admin reset-password`).
+/// From 24 characters on it passes the [`crate::password_policy`] (tested there).
 pub fn random(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut bytes = vec![0u8; len];

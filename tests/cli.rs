@@ -27,6 +27,9 @@ const INIT_ENV: &[(&str, &str)] = &[
     ("WEB_PORT", "28080"),
 ];
 
+/// A mailbox password that passes the password policy.
+const PW: &str = "Tq8wLz4nRv2k-pw";
+
 /// Settings `init` reads that the tests do not set: removed so the caller's environment cannot leak in.
 const OTHER_SETTINGS: &[&str] = &["RELAYHOST", "PIXEL_BASE_URL", "BIN_DIR"];
 
@@ -480,7 +483,7 @@ fn domains_accounts_aliases_end_to_end() {
             "--quota",
             "5",
         ],
-        Some("pw\n"),
+        Some(&format!("{PW}\n")),
     );
     assert_eq!(
         ms_ok(d, &["account", "list"], None),
@@ -491,8 +494,8 @@ fn domains_accounts_aliases_end_to_end() {
     let row = strings(&mailboxes).remove(0);
     assert_eq!(row[0], "alice@example.test");
     assert!(row[1].starts_with("{ARGON2ID}$argon2id$"), "{}", row[1]);
-    assert!(mailserver::password::verify("pw", row[1]));
-    assert!(!mailserver::password::verify("pw\n", row[1]));
+    assert!(mailserver::password::verify(PW, row[1]));
+    assert!(!mailserver::password::verify(&format!("{PW}\n"), row[1]));
     assert_eq!(
         row[2],
         d.join("mail/example.test/alice").to_string_lossy().as_ref()
@@ -604,7 +607,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     ms_ok(
         d,
         &["account", "add", "alice@example.test", "--password-stdin"],
-        Some("pw\n"),
+        Some(&format!("{PW}\n")),
     );
 
     let start = state(d);
@@ -615,7 +618,8 @@ fn bad_input_is_refused_and_changes_nothing() {
         "the snapshot does not see the data it should guard"
     );
 
-    let pw = Some("pw\n");
+    let pw_line = format!("{PW}\n");
+    let pw = Some(pw_line.as_str());
     let cases: &[(&[&str], Option<&str>)] = &[
         (&["domain", "add", "exa mple.test"], None),
         (
@@ -671,6 +675,23 @@ fn bad_input_is_refused_and_changes_nothing() {
             &["account", "add", "carol@example.test", "--password-stdin"],
             Some(""),
         ),
+        (
+            &["account", "add", "carol@example.test", "--password-stdin"],
+            Some("x\n"),
+        ),
+        (
+            &["account", "add", "carol@example.test", "--password-stdin"],
+            Some("password123456\n"),
+        ),
+        (
+            &[
+                "account",
+                "passwd",
+                "alice@example.test",
+                "--password-stdin",
+            ],
+            Some("alice@example.test2024\n"),
+        ),
         (&["account", "add", "carol@example.test"], pw),
         (
             &["alias", "add", "info@example.test", "x@y.test\nz@w.test"],
@@ -715,6 +736,52 @@ fn commands_before_init_ask_for_init() {
 }
 
 /// The default admin's password hash, from the main database opened read-only.
+/// The password policy on the CLI: a weak password fails with exit 1 and the reason on stderr, and
+/// nothing is stored; a strong one works.
+#[test]
+#[cfg_attr(not(feature = "system-tests"), ignore = "needs the daemon users")]
+fn weak_account_passwords_are_refused_with_the_reason() {
+    let dir = initialised();
+    let d = dir.path();
+    ms_ok(d, &["domain", "add", "example.test"], None);
+    let add = ["account", "add", "alice@example.test", "--password-stdin"];
+    for (weak, why) in [
+        (
+            "x",
+            "mailserver: password too short: at least 12 characters",
+        ),
+        (
+            "password123456",
+            "mailserver: password too easy to guess: This is similar to a commonly used password.",
+        ),
+        (
+            "alice@example.test2024",
+            "It contains the user name, address or domain.",
+        ),
+    ] {
+        let stderr = fails(&add, ms(d, &add, Some(&format!("{weak}\n"))));
+        assert!(stderr.contains(why), "{weak}: {stderr}");
+    }
+    assert_eq!(ms_ok(d, &["account", "list"], None), "");
+    ms_ok(d, &add, Some(&format!("{PW}\n")));
+    let passwd = [
+        "account",
+        "passwd",
+        "alice@example.test",
+        "--password-stdin",
+    ];
+    let stderr = fails(&passwd, ms(d, &passwd, Some("qwertyuiop123\n")));
+    assert!(stderr.contains("password too easy to guess"), "{stderr}");
+    let hash =
+        |d: &Path| strings(&maps_query(d, "SELECT password FROM mailboxes"))[0][0].to_string();
+    assert!(mailserver::password::verify(PW, &hash(d)));
+    ms_ok(d, &passwd, Some("vexing-quartz-ladle-91\n"));
+    assert!(mailserver::password::verify(
+        "vexing-quartz-ladle-91",
+        &hash(d)
+    ));
+}
+
 fn admin_hash(dir: &Path) -> String {
     let conn = Connection::open_with_flags(
         dir.join("db/mailserver.db"),
@@ -747,20 +814,25 @@ fn admin_reset_password() {
     let out = ms_ok(
         d,
         &["admin", "reset-password", "--password-stdin"],
-        Some("n3w-password-given\n"),
+        Some("n3w-password-given-Rb5y\n"),
     );
     assert_eq!(out, "", "nothing to print when the password was given");
     assert!(mailserver::password::verify(
-        "n3w-password-given",
+        "n3w-password-given-Rb5y",
         &admin_hash(d)
     ));
     let args = ["admin", "reset-password", "--password-stdin"];
     fails(&args, ms(d, &args, Some("\n")));
-    // No short password, and above all not `admin`.
+    // No short password, and above all not `admin`; no easy one either.
     let stderr = fails(&args, ms(d, &args, Some("admin\n")));
-    assert!(stderr.contains("at least 12 characters"), "{stderr}");
+    assert!(
+        stderr.contains("password too short: at least 12 characters"),
+        "{stderr}"
+    );
+    let stderr = fails(&args, ms(d, &args, Some("admin-admin-admin\n")));
+    assert!(stderr.contains("password too easy to guess"), "{stderr}");
     assert!(mailserver::password::verify(
-        "n3w-password-given",
+        "n3w-password-given-Rb5y",
         &admin_hash(d)
     ));
 }
@@ -794,7 +866,7 @@ fn init_prints_the_admin_password_once() {
     let dir = tempdir();
     let d = dir.path();
     let secret = d.join("admin_password");
-    fs::write(&secret, "from-a-docker-secret\n").unwrap();
+    fs::write(&secret, "from-a-docker-secret-Wx4q\n").unwrap();
     let mut cmd = command(d, &["init"]);
     cmd.envs(INIT_ENV.iter().copied())
         .env("ADMIN_PASSWORD_FILE", &secret);
@@ -802,7 +874,7 @@ fn init_prints_the_admin_password_once() {
     assert_eq!(printed_admin_password(&stdout), None, "{stdout}");
     assert!(stdout.contains("ADMIN_PASSWORD_FILE"), "{stdout}");
     assert!(mailserver::password::verify(
-        "from-a-docker-secret",
+        "from-a-docker-secret-Wx4q",
         &admin_hash(d)
     ));
 }

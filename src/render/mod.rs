@@ -254,9 +254,9 @@ mod tests {
         store::domains::add(&conn, &Domain::parse("pending.example").unwrap()).unwrap();
         store::domains::set_active(&conn, &Domain::parse("off.example").unwrap(), false).unwrap();
         let alice = Address::parse("alice@example.com").unwrap();
-        store::accounts::add(&conn, &alice, "pw", 10, "Alice").unwrap();
+        store::accounts::add(&conn, &alice, "Tq8wLz4nRv2k", 10, "Alice").unwrap();
         let bob = Address::parse("bob@example.com").unwrap();
-        store::accounts::add(&conn, &bob, "pw", 0, "").unwrap();
+        store::accounts::add(&conn, &bob, "Tq8wLz4nRv2k", 0, "").unwrap();
         store::accounts::set_active(&conn, &bob, false).unwrap();
         store::aliases::add(
             &conn,

@@ -1,10 +1,13 @@
 //! Mail accounts (mailboxes): `username@domain`, an Argon2id password, a quota in MiB.
+//!
+//! Every new password passes the [`password_policy`] here, the one place the CLI and the dashboard
+//! both go through.
 
 use rusqlite::{Connection, OptionalExtension as _};
 
 use super::{StoreError, domain_id, expect_changed, expect_inserted, list_validated, not_found};
 use crate::names::{Address, Domain, LocalPart, display_name};
-use crate::password;
+use crate::{password, password_policy};
 
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -98,7 +101,7 @@ pub fn add(
             address: address.to_string(),
         });
     }
-    let hash = password::hash(password)?;
+    let hash = new_password_hash(address, password, &name)?;
     let inserted = conn.execute(
         "INSERT INTO accounts (domain_id, username, password_hash, name, quota) VALUES (?1, ?2, ?3, ?4, ?5)",
         (domain, address.local().as_str(), &hash, &name, quota_mb),
@@ -123,12 +126,22 @@ fn update(
     expect_changed(n, "account", address)
 }
 
+/// The hash of a new password for `address`, once it passes the [`password_policy`] (the address and
+/// the display `name` are words a guesser knows).
+fn new_password_hash(address: &Address, password: &str, name: &str) -> Result<String, StoreError> {
+    password::check(password)?;
+    let inputs = password_policy::account_inputs(address.as_str(), name);
+    password_policy::check(password, &inputs).map_err(password::PasswordError::from)?;
+    Ok(password::hash(password)?)
+}
+
 pub fn set_password(
     conn: &Connection,
     address: &Address,
     password: &str,
 ) -> Result<(), StoreError> {
-    let hash = password::hash(password)?;
+    let name = get(conn, address)?.name;
+    let hash = new_password_hash(address, password, &name)?;
     update(conn, address, "password_hash", &hash)
 }
 
@@ -158,23 +171,29 @@ pub fn remove(conn: &Connection, address: &Address) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::password::PasswordError;
+    use crate::password_policy::WeakPassword;
     use crate::store::{domains, testutil};
+
+    /// Passwords that pass the policy.
+    const PW: &str = "Tq8wLz4nRv2k-s3cret";
+    const NEW_PW: &str = "vexing-quartz-ladle-91";
 
     #[test]
     fn lifecycle() {
         let (_dir, conn) = testutil::conn();
         domains::add(&conn, &Domain::parse("example.com").unwrap()).unwrap();
         let a = Address::parse("alice@example.com").unwrap();
-        let acc = add(&conn, &a, "s3cret", 100, "Alice").unwrap();
+        let acc = add(&conn, &a, PW, 100, "Alice").unwrap();
         assert_eq!(acc.quota_mb, 100);
-        assert!(password::verify("s3cret", &acc.password_hash));
+        assert!(password::verify(PW, &acc.password_hash));
         assert!(matches!(
-            add(&conn, &a, "x", 0, ""),
+            add(&conn, &a, PW, 0, ""),
             Err(StoreError::Exists { .. })
         ));
-        set_password(&conn, &a, "new").unwrap();
+        set_password(&conn, &a, NEW_PW).unwrap();
         assert!(password::verify(
-            "new",
+            NEW_PW,
             &get(&conn, &a).unwrap().password_hash
         ));
         set_active(&conn, &a, false).unwrap();
@@ -195,16 +214,68 @@ mod tests {
         let (_dir, conn) = testutil::conn();
         let a = Address::parse("bob@nowhere.example").unwrap();
         assert!(matches!(
-            add(&conn, &a, "pw", 0, ""),
+            add(&conn, &a, PW, 0, ""),
             Err(StoreError::UnknownDomain { .. })
         ));
         domains::add(&conn, &Domain::parse("nowhere.example").unwrap()).unwrap();
         assert!(add(&conn, &a, "", 0, "").is_err());
-        assert!(add(&conn, &a, "pw", 0, "Bob\nEvil").is_err());
+        assert!(add(&conn, &a, PW, 0, "Bob\nEvil").is_err());
         assert!(matches!(
-            add(&conn, &a, "pw", MAX_QUOTA_MB + 1, ""),
+            add(&conn, &a, PW, MAX_QUOTA_MB + 1, ""),
             Err(StoreError::QuotaTooLarge { .. })
         ));
+        assert!(add(&conn, &a, "Tq8wLz4nRv2k\n", 0, "").is_err());
         assert!(list(&conn).unwrap().is_empty());
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_on_add_and_change() {
+        let (_dir, conn) = testutil::conn();
+        domains::add(&conn, &Domain::parse("example.test").unwrap()).unwrap();
+        let a = Address::parse("alice@example.test").unwrap();
+        #[track_caller]
+        fn weak<T>(r: Result<T, StoreError>) -> WeakPassword {
+            match r {
+                Err(StoreError::Password(PasswordError::Weak(w))) => w,
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        }
+        assert_eq!(weak(add(&conn, &a, "x", 0, "")), WeakPassword::TooShort);
+        assert!(matches!(
+            weak(add(&conn, &a, "password123456", 0, "")),
+            WeakPassword::Guessable(_)
+        ));
+        // The account's own address, and its display name, are known words.
+        assert!(matches!(
+            weak(add(&conn, &a, "alice@example.test2024", 0, "")),
+            WeakPassword::Guessable(_)
+        ));
+        assert!(matches!(
+            weak(add(
+                &conn,
+                &a,
+                "Wonderland-Liddell1",
+                0,
+                "Alice Wonderland-Liddell1"
+            )),
+            WeakPassword::Guessable(_)
+        ));
+        assert!(list(&conn).unwrap().is_empty());
+        add(&conn, &a, PW, 0, "").unwrap();
+        assert_eq!(
+            weak(set_password(&conn, &a, "short")),
+            WeakPassword::TooShort
+        );
+        assert!(matches!(
+            weak(set_password(&conn, &a, "alice@example.test1")),
+            WeakPassword::Guessable(_)
+        ));
+        assert!(password::verify(PW, &get(&conn, &a).unwrap().password_hash));
+        // Changing the password of an unknown account is still "not found".
+        let nobody = Address::parse("nobody@example.test").unwrap();
+        assert!(matches!(
+            set_password(&conn, &nobody, NEW_PW),
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }

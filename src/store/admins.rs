@@ -3,8 +3,8 @@
 //! There is no default password: `mailserver init` creates the first admin, `admin`, with a random
 //! password that it prints once (or with the one in `ADMIN_PASSWORD_FILE`, a Docker secret), see
 //! [`ensure_admin`]. An install from before this rule, whose admin still has the password `admin`,
-//! gets a random one the same way at its next start. Every new password has at least
-//! [`MIN_PASSWORD_LEN`] characters.
+//! gets a random one the same way at its next start. Every new password a person chooses passes the
+//! [`password_policy`] (at least 12 characters, not easy to guess).
 //!
 //! The login logic lives here rather than in the dashboard so that every rule about the `admins`
 //! table (the dummy hash for unknown users, the code appended to the password, the replay guard)
@@ -21,14 +21,13 @@ use rusqlite::{Connection, OptionalExtension as _};
 use thiserror::Error;
 
 use super::{StoreError, expect_changed, login_limiter, not_found, sessions};
-use crate::password;
+use crate::password::{self, PasswordError};
+use crate::password_policy;
 
 pub const DEFAULT_USERNAME: &str = "admin";
 /// The password `init` used to give every new install; it is replaced at the next `init` and
 /// refused as a new password.
 const OLD_DEFAULT_PASSWORD: &str = "admin";
-/// The shortest password an admin may be given.
-pub const MIN_PASSWORD_LEN: usize = 12;
 /// The length of the password `init` generates.
 pub const GENERATED_PASSWORD_LEN: usize = 24;
 /// The environment variable naming a file with the first admin's password (a Docker secret).
@@ -40,8 +39,6 @@ pub const CODE_DIGITS: usize = 6;
 /// Why a new admin password is refused.
 #[derive(Debug, Error)]
 pub enum AdminPasswordError {
-    #[error("an admin password needs at least {MIN_PASSWORD_LEN} characters")]
-    TooShort,
     #[error("could not read {PASSWORD_FILE_VAR} ({path}): {source}")]
     ReadFile {
         path: String,
@@ -51,12 +48,13 @@ pub enum AdminPasswordError {
     BadFile { path: String, reason: String },
 }
 
-/// Checks a new admin password against the policy (length; the hash checks the rest).
-pub fn check_new_password(password: &str) -> Result<(), AdminPasswordError> {
-    if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(AdminPasswordError::TooShort);
-    }
-    Ok(())
+/// Checks a new password for the admin `username` against the [`password_policy`] (the hash checks
+/// the characters).
+pub fn check_new_password(
+    username: &str,
+    password: &str,
+) -> Result<(), password_policy::WeakPassword> {
+    password_policy::check(password, &password_policy::admin_inputs(username))
 }
 
 /// Checks a TOTP code against a base32 secret at the current time: the time step the code is valid
@@ -107,10 +105,10 @@ impl InitialPassword {
             }
             .into());
         }
-        if pw.chars().count() < MIN_PASSWORD_LEN {
+        if let Err(weak) = check_new_password(DEFAULT_USERNAME, pw) {
             return Err(AdminPasswordError::BadFile {
                 path: shown,
-                reason: format!("the password needs at least {MIN_PASSWORD_LEN} characters"),
+                reason: weak.to_string(),
             }
             .into());
         }
@@ -176,7 +174,7 @@ pub fn reset_password(
     now: i64,
 ) -> Result<ResetReport, StoreError> {
     let username = crate::names::LocalPart::parse(username)?;
-    check_new_password(new_password)?;
+    check_new_password(username.as_str(), new_password).map_err(PasswordError::from)?;
     let hash = password::hash(new_password)?;
     let tx = conn.unchecked_transaction()?;
     tx.execute(
@@ -199,7 +197,7 @@ pub fn set_password(
     username: &str,
     new_password: &str,
 ) -> Result<(), StoreError> {
-    check_new_password(new_password)?;
+    check_new_password(username, new_password).map_err(PasswordError::from)?;
     let hash = password::hash(new_password)?;
     let n = conn.execute(
         "UPDATE admins SET password_hash = ?2, updated_at = datetime('now') WHERE username = ?1",
@@ -394,7 +392,7 @@ mod tests {
 
     const SECRET: &str = "JBSWY3DPEHPK3PXP";
     /// The admin's password in these tests.
-    const PW: &str = "a-test-password";
+    const PW: &str = "a-test-password-Kq7vZ";
     const T0: i64 = 1_800_000_000;
 
     /// A stand-in for the dashboard's TOTP: the code is the step, zero-padded to six digits, and is
@@ -455,26 +453,28 @@ mod tests {
     #[test]
     fn the_password_file_sets_the_first_password_only() {
         let (dir, conn) = testutil::conn();
-        let file = password_file(&dir, "from-the-secret-file\n");
+        let file = password_file(&dir, "from-the-secret-file-Wx4q\n");
         let created = ensure_admin(&conn, &file).unwrap().unwrap();
         assert_eq!(
             created.generated_password, None,
             "a given password is not printed"
         );
-        assert!(check_password(&conn, "admin", "from-the-secret-file").unwrap());
+        assert!(check_password(&conn, "admin", "from-the-secret-file-Wx4q").unwrap());
         // Once the admin exists the file is not read: it may change, or go away.
-        let later = password_file(&dir, "changed-in-the-file\n");
+        let later = password_file(&dir, "changed-in-the-file-Jm8t\n");
         assert_eq!(ensure_admin(&conn, &later).unwrap(), None);
         std::fs::remove_file(dir.path().join("admin_password")).unwrap();
         assert_eq!(ensure_admin(&conn, &later).unwrap(), None);
-        assert!(check_password(&conn, "admin", "from-the-secret-file").unwrap());
+        assert!(check_password(&conn, "admin", "from-the-secret-file-Wx4q").unwrap());
     }
 
     #[test]
     fn a_bad_password_file_is_refused_with_a_clear_error() {
         for (text, why) in [
-            ("short\n", "at least 12 characters"),
-            ("eleven-char", "at least 12 characters"),
+            ("short\n", "too short: at least 12 characters"),
+            ("eleven-char", "too short: at least 12 characters"),
+            ("password123456\n", "too easy to guess"),
+            ("mailserver2024\n", "too easy to guess"),
             ("two\nlines-of-password\n", "one line"),
         ] {
             let (dir, conn) = testutil::conn();
@@ -495,9 +495,9 @@ mod tests {
                 .contains("could not read")
         );
         // Exactly one trailing newline is stripped (CRLF too); twelve characters are enough.
-        let created = ensure_admin(&conn, &password_file(&dir, "twelve-chars\r\n")).unwrap();
+        let created = ensure_admin(&conn, &password_file(&dir, "Tq8wLz4nRv2k\r\n")).unwrap();
         assert!(created.is_some());
-        assert!(check_password(&conn, "admin", "twelve-chars").unwrap());
+        assert!(check_password(&conn, "admin", "Tq8wLz4nRv2k").unwrap());
     }
 
     #[test]
@@ -520,19 +520,36 @@ mod tests {
     }
 
     #[test]
-    fn new_passwords_have_at_least_twelve_characters() {
+    fn new_passwords_pass_the_policy() {
+        use crate::password_policy::WeakPassword;
         let (_dir, conn) = testutil::conn();
+        let weak = |r: Result<(), StoreError>| match r {
+            Err(StoreError::Password(PasswordError::Weak(w))) => w,
+            other => panic!("{other:?}"),
+        };
+        let reset = |pw: &str| reset_password(&conn, "admin", pw, T0).map(|_| ());
         for short in ["admin", "", "eleven-char"] {
-            assert!(matches!(
-                reset_password(&conn, "admin", short, T0),
-                Err(StoreError::AdminPassword(AdminPasswordError::TooShort))
-            ));
+            assert_eq!(weak(reset(short)), WeakPassword::TooShort);
         }
+        for guessable in ["password123456", "admin-admin-admin", "mailserver2024"] {
+            assert!(matches!(weak(reset(guessable)), WeakPassword::Guessable(_)));
+        }
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM admins", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "a refused reset creates no admin");
         admin(&conn);
+        assert_eq!(
+            weak(set_password(&conn, "admin", "admin")),
+            WeakPassword::TooShort
+        );
         assert!(matches!(
-            set_password(&conn, "admin", "admin"),
-            Err(StoreError::AdminPassword(AdminPasswordError::TooShort))
+            weak(set_password(&conn, "admin", "qwertyuiop123")),
+            WeakPassword::Guessable(_)
         ));
+        assert!(check_password(&conn, "admin", PW).unwrap());
+        // What `admin reset-password` generates passes.
+        reset(&password::random(GENERATED_PASSWORD_LEN)).unwrap();
     }
 
     #[test]
@@ -545,7 +562,7 @@ mod tests {
         for _ in 0..=login_limiter::FREE_ATTEMPTS {
             login_limiter::begin_attempt(&mut conn, &keys, T0).unwrap();
         }
-        let report = reset_password(&conn, "admin", "n3w-password-ok", T0).unwrap();
+        let report = reset_password(&conn, "admin", "n3w-password-ok-Rb5y", T0).unwrap();
         assert_eq!(
             report,
             ResetReport {
@@ -553,7 +570,7 @@ mod tests {
                 lockouts_cleared: 2
             }
         );
-        assert!(check_password(&conn, "admin", "n3w-password-ok").unwrap());
+        assert!(check_password(&conn, "admin", "n3w-password-ok-Rb5y").unwrap());
         assert!(!check_password(&conn, "admin", PW).unwrap());
         assert_eq!(totp_state(&conn, "admin").unwrap(), TotpState::default());
         assert_eq!(
@@ -566,16 +583,16 @@ mod tests {
     fn set_password_changes_only_an_existing_admin() {
         let (_dir, conn) = testutil::conn();
         admin(&conn);
-        set_password(&conn, "admin", "a-long-new-password").unwrap();
-        assert!(check_password(&conn, "admin", "a-long-new-password").unwrap());
+        set_password(&conn, "admin", "a-long-new-password-Hz2c").unwrap();
+        assert!(check_password(&conn, "admin", "a-long-new-password-Hz2c").unwrap());
         assert!(!check_password(&conn, "admin", PW).unwrap());
         assert!(!check_password(&conn, "nobody", PW).unwrap());
         assert!(matches!(
-            set_password(&conn, "nobody", "a-long-new-password"),
+            set_password(&conn, "nobody", "a-long-new-password-Hz2c"),
             Err(StoreError::NotFound { .. })
         ));
         assert!(matches!(
-            set_password(&conn, "admin", "a-long-new-password\n"),
+            set_password(&conn, "admin", "a-long-new-password-Hz2c\n"),
             Err(StoreError::Password(_))
         ));
     }

@@ -194,7 +194,7 @@ mod tests {
         accounts::add(
             &conn,
             &Address::parse("alice@example.com").unwrap(),
-            "pw",
+            "Tq8wLz4nRv2k",
             0,
             "",
         )
@@ -232,7 +232,7 @@ mod tests {
         let sales = Address::parse("sales@example.com").unwrap();
         add(&conn, &AliasSource::Address(sales.clone()), &dst, false).unwrap();
         assert!(matches!(
-            accounts::add(&conn, &sales, "pw", 0, ""),
+            accounts::add(&conn, &sales, "Tq8wLz4nRv2k", 0, ""),
             Err(StoreError::AddressIsAlias { .. })
         ));
     }

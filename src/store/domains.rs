@@ -251,7 +251,7 @@ mod tests {
         add(&conn, &two).unwrap();
         for user in ["a", "b"] {
             let address = Address::parse(&format!("{user}@one.example")).unwrap();
-            accounts::add(&conn, &address, "pw", 0, "").unwrap();
+            accounts::add(&conn, &address, "Tq8wLz4nRv2k", 0, "").unwrap();
         }
         aliases::add(
             &conn,
@@ -322,7 +322,7 @@ mod tests {
         let d = Domain::parse("example.com").unwrap();
         add(&conn, &d).unwrap();
         let a = crate::names::Address::parse("alice@example.com").unwrap();
-        crate::store::accounts::add(&conn, &a, "pw", 0, "").unwrap();
+        crate::store::accounts::add(&conn, &a, "Tq8wLz4nRv2k", 0, "").unwrap();
         assert!(matches!(
             remove(&conn, &d, false),
             Err(StoreError::DomainInUse { accounts: 1, .. })

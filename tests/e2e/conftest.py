@@ -239,7 +239,7 @@ def keep_logs(data_dir, name):
 def provision(s):
     # Provisioned after start-up on purpose: every change below must reach the running daemons.
     s.cli("domain", "add", "example.test")
-    for user, pw, quota in [("alice", "alice-pw", "0"), ("bob", "bob-pw", "0"), ("carol", "carol-pw", "1")]:
+    for user, pw, quota in [("alice", "alice-pw-Vq9xLm2rTz7k", "0"), ("bob", "bob-pw-Vq9xLm2rTz7k", "0"), ("carol", "carol-pw-Vq9xLm2rTz7k", "1")]:
         s.cli("account", "add", "%s@example.test" % user, "--password-stdin", "--quota", quota, input=pw + "\n")
     s.cli("alias", "add", "info@example.test", "bob@example.test,partner@outside.test")
 

@@ -107,11 +107,11 @@ def test_a_killed_daemon_comes_back_and_no_mail_is_lost(stack, capture, daemon):
         assert time.monotonic() - t0 < 20, "%s did not come back within 20 s" % daemon
         time.sleep(0.2)
     back = time.monotonic() - t0
-    imap_fetch(stack, "alice@example.test", "alice-pw", inbound_subject, timeout=60)
+    imap_fetch(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", inbound_subject, timeout=60)
     delivered = time.monotonic() - t0
     # And mail flows out again, signed.
     out_subject = tag("after-%s" % daemon)
-    submit(stack, "alice@example.test", "alice-pw", message("alice@example.test", "someone@outside.test", out_subject))
+    submit(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", message("alice@example.test", "someone@outside.test", out_subject))
     capture.wait_for(lambda m: out_subject.encode() in m[2], timeout=30)
     note("killed %s: back in %.1f s; mail sent while it was down delivered %.1f s after the kill"
          % (daemon, back, delivered))
@@ -153,7 +153,7 @@ def test_the_first_start_initialised_the_empty_volume(stack):
 def test_restarts_keep_everything_and_regenerate_nothing(stack):
     subject = tag("kept")
     inbound(stack, message("stranger@outside.test", "alice@example.test", subject))
-    imap_fetch(stack, "alice@example.test", "alice-pw", subject)
+    imap_fetch(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", subject)
     before = state(stack)
     first = stack.container()
 
@@ -171,8 +171,8 @@ def test_restarts_keep_everything_and_regenerate_nothing(stack):
     assert "made a self-signed certificate" not in logs, logs[:2000]
     assert admin_password_in(logs) is None and "dashboard admin" not in logs, logs[:2000]
     assert get(stack, "/", auth=("admin", stack.admin_password))[0] == 200, "the admin password changed"
-    assert subject in imap_subjects(stack, "alice@example.test", "alice-pw"), "mail lost across down + up"
+    assert subject in imap_subjects(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k"), "mail lost across down + up"
     # And the recreated container still takes mail.
     again = tag("after-recreate")
     inbound(stack, message("stranger@outside.test", "alice@example.test", again))
-    imap_fetch(stack, "alice@example.test", "alice-pw", again)
+    imap_fetch(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", again)

@@ -162,7 +162,7 @@ def opens(stack, tracking_id):
 
 def test_the_pixel_records_an_open(stack, capture, tracked):  # noqa: F811
     subject = tag("opened")
-    send_raw(stack, "alice@example.test", "alice-pw", build("html", tracked, "someone@outside.test", subject),
+    send_raw(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", build("html", tracked, "someone@outside.test", subject),
              tracked, ["someone@outside.test"])
     _, _, out = capture.wait_for(lambda m: subject.encode() in m[2])
     (tracking_id,) = PIXEL.findall(out)

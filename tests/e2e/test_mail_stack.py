@@ -23,7 +23,7 @@ def tag(prefix):
 @pytest.mark.parametrize("port", ["submission", "smtps"])
 def test_authenticated_submission_leaves_dkim_signed(stack, capture, port):
     subject = tag("out-" + port)
-    submit(stack, "alice@example.test", "alice-pw", message("alice@example.test", "someone@outside.test", subject), port=port)
+    submit(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", message("alice@example.test", "someone@outside.test", subject), port=port)
     mail_from, rcpts, raw = capture.wait_for(lambda m: subject.encode() in m[2])
     assert mail_from == "alice@example.test" and rcpts == ["someone@outside.test"]
     parsed = email.message_from_bytes(raw)
@@ -39,13 +39,13 @@ def test_authenticated_submission_leaves_dkim_signed(stack, capture, port):
 def test_inbound_reaches_mailbox_and_reads_back_over_every_protocol(stack):
     subject = tag("in")
     inbound(stack, message("stranger@outside.test", "alice@example.test", subject))
-    raw = imap_fetch(stack, "alice@example.test", "alice-pw", subject, mode="imaps")
+    raw = imap_fetch(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", subject, mode="imaps")
     parsed = email.message_from_bytes(raw)
     assert parsed["DKIM-Signature"] is None, "inbound mail must not be signed"
     assert b"by mx.example.test" in raw, "delivered over LMTP by Dovecot"
-    assert imap_fetch(stack, "alice@example.test", "alice-pw", subject, mode="imap")  # STARTTLS
-    assert subject in pop3_subjects(stack, "alice@example.test", "alice-pw", mode="pop3s")
-    assert subject in pop3_subjects(stack, "alice@example.test", "alice-pw", mode="pop3")  # STLS
+    assert imap_fetch(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", subject, mode="imap")  # STARTTLS
+    assert subject in pop3_subjects(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", mode="pop3s")
+    assert subject in pop3_subjects(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", mode="pop3")  # STLS
 
 
 def test_wrong_password_is_refused(stack):
@@ -56,6 +56,27 @@ def test_wrong_password_is_refused(stack):
     m = imaplib.IMAP4_SSL("127.0.0.1", stack.port("imaps"), ssl_context=stack.tls())
     with pytest.raises(imaplib.IMAP4.error):
         m.login("alice@example.test", "wrong")
+    m.logout()
+
+
+def test_weak_passwords_are_refused(stack):
+    """The attack from issue 13: `account add` with the password `x`. The CLI refuses it and a common
+    password (exit 1, the reason on stderr); neither logs in over IMAP afterwards, and a weak change
+    of alice's password leaves her own in place."""
+    for weak, why in [("x", "password too short: at least 12 characters"),
+                      ("password123456", "password too easy to guess")]:
+        r = stack.cli("account", "add", "weak@example.test", "--password-stdin", input=weak + "\n", check=False)
+        assert r.returncode == 1 and why in r.stderr, (weak, r.returncode, r.stderr)
+        m = imaplib.IMAP4_SSL("127.0.0.1", stack.port("imaps"), ssl_context=stack.tls())
+        with pytest.raises(imaplib.IMAP4.error):
+            m.login("weak@example.test", weak)
+        m.logout()
+    assert "weak@example.test" not in stack.cli("account", "list").stdout
+    r = stack.cli("account", "passwd", "alice@example.test", "--password-stdin", input="alice@example.test2024\n",
+                  check=False)
+    assert r.returncode == 1 and "too easy to guess" in r.stderr, (r.returncode, r.stderr)
+    m = imaplib.IMAP4_SSL("127.0.0.1", stack.port("imaps"), ssl_context=stack.tls())
+    m.login("alice@example.test", "alice-pw-Vq9xLm2rTz7k")
     m.logout()
 
 
@@ -90,7 +111,7 @@ def test_relaying_for_strangers_is_refused(stack, capture):
 def test_users_cannot_send_as_someone_else(stack):
     with smtplib.SMTP("127.0.0.1", stack.port("submission"), timeout=30) as s:
         s.starttls(context=stack.tls())
-        s.login("bob@example.test", "bob-pw")
+        s.login("bob@example.test", "bob-pw-Vq9xLm2rTz7k")
         with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
             s.send_message(message("alice@example.test", "x@outside.test", tag("spoof")))
         assert "not owned by user" in str(e.value)
@@ -99,14 +120,14 @@ def test_users_cannot_send_as_someone_else(stack):
 def test_alias_forwards_locally_and_outside(stack, capture):
     subject = tag("alias")
     inbound(stack, message("stranger@outside.test", "info@example.test", subject))
-    imap_fetch(stack, "bob@example.test", "bob-pw", subject)
+    imap_fetch(stack, "bob@example.test", "bob-pw-Vq9xLm2rTz7k", subject)
     mail_from, rcpts, raw = capture.wait_for(lambda m: subject.encode() in m[2])
     assert rcpts == ["partner@outside.test"]
 
 
 def test_an_alias_owner_may_send_as_the_alias(stack, capture):
     subject = tag("as-alias")
-    submit(stack, "bob@example.test", "bob-pw", message("info@example.test", "someone@outside.test", subject))
+    submit(stack, "bob@example.test", "bob-pw-Vq9xLm2rTz7k", message("info@example.test", "someone@outside.test", subject))
     mail_from, rcpts, raw = capture.wait_for(lambda m: subject.encode() in m[2])
     assert mail_from == "info@example.test"
     assert dkim_verify(raw, dkim_records(stack, "example.test"))
@@ -124,9 +145,9 @@ def rcpt_code(stack, rcpt):
 def test_cli_changes_are_live_within_a_second(stack):
     # A new account can log in and receive at once...
     t0 = time.monotonic()
-    stack.cli("account", "add", "dave@example.test", "--password-stdin", input="dave-pw\n")
+    stack.cli("account", "add", "dave@example.test", "--password-stdin", input="dave-pw-Vq9xLm2rTz7k\n")
     m = imaplib.IMAP4_SSL("127.0.0.1", stack.port("imaps"), ssl_context=stack.tls())
-    m.login("dave@example.test", "dave-pw")
+    m.login("dave@example.test", "dave-pw-Vq9xLm2rTz7k")
     m.logout()
     assert rcpt_code(stack, "dave@example.test") == 250
     live = time.monotonic() - t0
@@ -137,7 +158,7 @@ def test_cli_changes_are_live_within_a_second(stack):
     disabled = time.monotonic() - t0
     m = imaplib.IMAP4_SSL("127.0.0.1", stack.port("imaps"), ssl_context=stack.tls())
     with pytest.raises(imaplib.IMAP4.error):
-        m.login("dave@example.test", "dave-pw")
+        m.login("dave@example.test", "dave-pw-Vq9xLm2rTz7k")
     m.logout()
     print("\nCLI change to live: add %.3fs, disable %.3fs" % (live, disabled))
     assert live < 1.0 and disabled < 1.0, (live, disabled)
@@ -147,16 +168,16 @@ def test_cli_changes_are_live_within_a_second(stack):
 
 def test_a_domain_added_later_is_signed_at_once(stack, capture):
     stack.cli("domain", "add", "second.test")
-    stack.cli("account", "add", "erin@second.test", "--password-stdin", input="erin-pw\n")
+    stack.cli("account", "add", "erin@second.test", "--password-stdin", input="erin-pw-Vq9xLm2rTz7k\n")
     subject = tag("second")
-    submit(stack, "erin@second.test", "erin-pw", message("erin@second.test", "someone@outside.test", subject))
+    submit(stack, "erin@second.test", "erin-pw-Vq9xLm2rTz7k", message("erin@second.test", "someone@outside.test", subject))
     _, _, raw = capture.wait_for(lambda m: subject.encode() in m[2])
     assert "d=second.test" in email.message_from_bytes(raw)["DKIM-Signature"]
     assert dkim_verify(raw, dkim_records(stack, "second.test"))
     # After a key rotation, the new selector signs and the old key is gone.
     selector = stack.cli("domain", "dkim", "second.test").stdout.strip()
     subject = tag("rotated")
-    submit(stack, "erin@second.test", "erin-pw", message("erin@second.test", "someone@outside.test", subject))
+    submit(stack, "erin@second.test", "erin-pw-Vq9xLm2rTz7k", message("erin@second.test", "someone@outside.test", subject))
     _, _, raw = capture.wait_for(lambda m: subject.encode() in m[2])
     assert "s=%s" % selector in email.message_from_bytes(raw)["DKIM-Signature"]
     assert dkim_verify(raw, dkim_records(stack, "second.test"))
@@ -165,17 +186,17 @@ def test_a_domain_added_later_is_signed_at_once(stack, capture):
 def test_over_quota_mail_bounces_and_is_not_lost(stack):
     # carol has a 1 MiB quota; a 2 MiB message must come back to its sender, not vanish.
     subject = tag("big")
-    submit(stack, "bob@example.test", "bob-pw", message("bob@example.test", "carol@example.test", subject, size=2 * 1024 * 1024))
-    bounce = imap_fetch(stack, "bob@example.test", "bob-pw", "Undelivered Mail Returned to Sender", timeout=20)
+    submit(stack, "bob@example.test", "bob-pw-Vq9xLm2rTz7k", message("bob@example.test", "carol@example.test", subject, size=2 * 1024 * 1024))
+    bounce = imap_fetch(stack, "bob@example.test", "bob-pw-Vq9xLm2rTz7k", "Undelivered Mail Returned to Sender", timeout=20)
     parsed = email.message_from_bytes(bounce)
     assert parsed["Return-Path"] == "<>", "bounces use the null sender"
     assert b"carol@example.test" in bounce and subject.encode() in bounce
     assert b"5.2.2" in bounce, "the bounce gives Dovecot's quota status"
-    assert subject not in imap_subjects(stack, "carol@example.test", "carol-pw")
+    assert subject not in imap_subjects(stack, "carol@example.test", "carol-pw-Vq9xLm2rTz7k")
     # Small mail still gets through.
     small = tag("small")
-    submit(stack, "bob@example.test", "bob-pw", message("bob@example.test", "carol@example.test", small))
-    imap_fetch(stack, "carol@example.test", "carol-pw", small)
+    submit(stack, "bob@example.test", "bob-pw-Vq9xLm2rTz7k", message("bob@example.test", "carol@example.test", small))
+    imap_fetch(stack, "carol@example.test", "carol-pw-Vq9xLm2rTz7k", small)
 
 
 def test_both_milters_are_reachable(stack):
@@ -187,7 +208,7 @@ def test_mail_flows_with_our_milter_stopped(stack, capture):
     stack.supervisorctl("stop", "milter")
     try:
         subject = tag("no-milter")
-        submit(stack, "alice@example.test", "alice-pw", message("alice@example.test", "someone@outside.test", subject))
+        submit(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", message("alice@example.test", "someone@outside.test", subject))
         _, _, raw = capture.wait_for(lambda m: subject.encode() in m[2])
         assert dkim_verify(raw, dkim_records(stack, "example.test")), "still signed by OpenDKIM"
     finally:
@@ -207,15 +228,15 @@ def test_two_stacks_run_side_by_side(stack, tmp_path_factory):
     other = stack_up(other_dir, PORTBASE + 1000)
     try:
         other.cli("domain", "add", "other.test")
-        other.cli("account", "add", "zed@other.test", "--password-stdin", input="zed-pw\n")
+        other.cli("account", "add", "zed@other.test", "--password-stdin", input="zed-pw-Vq9xLm2rTz7k\n")
         subject = tag("other")
         inbound(other, message("x@outside.test", "zed@other.test", subject))
-        imap_fetch(other, "zed@other.test", "zed-pw", subject)
+        imap_fetch(other, "zed@other.test", "zed-pw-Vq9xLm2rTz7k", subject)
         # The first stack is unaffected and does not know the second's users.
         assert rcpt_code(stack, "zed@other.test") == 554
         subject = tag("first")
         inbound(stack, message("x@outside.test", "alice@example.test", subject))
-        imap_fetch(stack, "alice@example.test", "alice-pw", subject)
+        imap_fetch(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", subject)
     finally:
         stack_down(other_dir)
         subprocess.run(["rm", "-rf", other_dir])
@@ -227,9 +248,9 @@ def test_catch_all_takes_unknown_addresses_only(stack):
         unknown, known = tag("catchall"), tag("not-swallowed")
         inbound(stack, message("x@outside.test", "nobody-here@example.test", unknown))
         inbound(stack, message("x@outside.test", "bob@example.test", known))
-        imap_fetch(stack, "alice@example.test", "alice-pw", unknown)
-        imap_fetch(stack, "bob@example.test", "bob-pw", known)
-        assert known not in imap_subjects(stack, "alice@example.test", "alice-pw")
+        imap_fetch(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", unknown)
+        imap_fetch(stack, "bob@example.test", "bob-pw-Vq9xLm2rTz7k", known)
+        assert known not in imap_subjects(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k")
     finally:
         stack.cli("alias", "remove", "@example.test")
     assert rcpt_code(stack, "nobody-here@example.test") == 550

@@ -182,7 +182,7 @@ def test_a_link_planted_in_the_database_directory_is_not_followed(stack, capture
     # Once the link is gone, init runs, and mail still flows (signed and relayed).
     stack.cli("init")
     subject = "after-plant-" + uuid.uuid4().hex[:8]
-    submit(stack, "alice@example.test", "alice-pw", message("alice@example.test", "someone@outside.test", subject))
+    submit(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", message("alice@example.test", "someone@outside.test", subject))
     _, _, raw = capture.wait_for(lambda m: subject.encode() in m[2])
     assert b"DKIM-Signature:" in raw
 

@@ -88,7 +88,7 @@ def tracked_row(stack, tracking_id):
 def test_tracked_alias_gets_a_pixel_that_dkim_covers(stack, capture, tracked, kind):
     subject = tag("track-" + kind)
     raw = build(kind, tracked, "someone@outside.test", subject)
-    send_raw(stack, "alice@example.test", "alice-pw", raw, tracked, ["someone@outside.test", "other@outside.test"])
+    send_raw(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", raw, tracked, ["someone@outside.test", "other@outside.test"])
     _, rcpts, out = capture.wait_for(lambda m: subject.encode() in m[2])
     htmls = html_parts(out)
     assert len(htmls) == 1
@@ -111,7 +111,7 @@ def test_mail_from_the_internet_is_never_touched(stack, tracked):
     import smtplib
     with smtplib.SMTP("127.0.0.1", stack.port("smtp"), source_address=("127.0.0.2", 0), timeout=30) as s:
         s.sendmail(tracked, ["alice@example.test"], raw)
-    got = imap_fetch(stack, "alice@example.test", "alice-pw", subject)
+    got = imap_fetch(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", subject)
     assert b"/pixel?id=" not in got
     assert raw.split(b"\r\n\r\n", 1)[1] in got, "the body arrived byte for byte"
 
@@ -119,7 +119,7 @@ def test_mail_from_the_internet_is_never_touched(stack, tracked):
 def test_untracked_alias_is_not_touched(stack, capture):
     subject = tag("untracked")
     raw = build("html", "info@example.test", "someone@outside.test", subject)
-    send_raw(stack, "bob@example.test", "bob-pw", raw, "info@example.test", ["someone@outside.test"])
+    send_raw(stack, "bob@example.test", "bob-pw-Vq9xLm2rTz7k", raw, "info@example.test", ["someone@outside.test"])
     _, _, out = capture.wait_for(lambda m: subject.encode() in m[2])
     assert b"/pixel?id=" not in out
 
@@ -138,7 +138,7 @@ def test_with_the_milter_stopped_mail_still_flows_untracked(stack, capture, trac
     try:
         subject = tag("milter-down")
         raw = build("qp", tracked, "someone@outside.test", subject)
-        send_raw(stack, "alice@example.test", "alice-pw", raw, tracked, ["someone@outside.test"])
+        send_raw(stack, "alice@example.test", "alice-pw-Vq9xLm2rTz7k", raw, tracked, ["someone@outside.test"])
         _, _, out = capture.wait_for(lambda m: subject.encode() in m[2])
         assert b"/pixel?id=" not in out
         assert dkim_verify(out, dkim_records(stack, "example.test"))

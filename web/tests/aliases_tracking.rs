@@ -349,7 +349,7 @@ async fn store_errors_are_form_errors() {
     mailserver::store::accounts::add(
         &app.conn(),
         &mailserver::names::Address::parse("alice@example.test").unwrap(),
-        "a long password",
+        "a long password Kq7vZ",
         0,
         "",
     )

@@ -222,7 +222,7 @@ async fn guesses_against_one_admin_stay_counted_across_logins_as_another() {
     mailserver::store::admins::reset_password(
         &app.conn(),
         "mallory",
-        "mallory-own-password",
+        "mallory-own-password-Jm8t",
         mailserver::store::unix_now(),
     )
     .unwrap();
@@ -233,7 +233,7 @@ async fn guesses_against_one_admin_stay_counted_across_logins_as_another() {
         );
     }
     assert_eq!(
-        app.send(login_request("mallory", "mallory-own-password"))
+        app.send(login_request("mallory", "mallory-own-password-Jm8t"))
             .await
             .status,
         StatusCode::OK
@@ -249,7 +249,7 @@ async fn guesses_against_one_admin_stay_counted_across_logins_as_another() {
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(
-        app.send(login_request("mallory", "mallory-own-password"))
+        app.send(login_request("mallory", "mallory-own-password-Jm8t"))
             .await
             .status,
         StatusCode::OK
@@ -277,7 +277,7 @@ async fn reset_password_clears_lockouts_and_ends_sessions() {
     let report = mailserver::store::admins::reset_password(
         &app.conn(),
         "admin",
-        "the-reset-password",
+        "the-reset-password-Rb5y",
         mailserver::store::unix_now(),
     )
     .unwrap();
@@ -288,7 +288,10 @@ async fn reset_password_clears_lockouts_and_ends_sessions() {
         StatusCode::UNAUTHORIZED,
         "the old session still works"
     );
-    assert_eq!(attacker("the-reset-password").await.status, StatusCode::OK);
+    assert_eq!(
+        attacker("the-reset-password-Rb5y").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -426,8 +429,8 @@ async fn a_password_change_ends_the_other_sessions() {
             "/settings/password",
             &[
                 ("current", ADMIN_PASSWORD),
-                ("new", "a-long-new-password"),
-                ("confirm", "a-long-new-password"),
+                ("new", "a-long-new-password-Hz2c"),
+                ("confirm", "a-long-new-password-Hz2c"),
             ],
         )
         .await;

@@ -15,7 +15,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 const PORTBASE: u16 = 23000;
 /// The admin's password, given to `init` through `ADMIN_PASSWORD_FILE` (URL-safe: it goes into
 /// `https://admin:PASSWORD@…` URLs).
-const ADMIN_PASSWORD: &str = "browser-test-admin-pw";
+const ADMIN_PASSWORD: &str = "browser-test-admin-pw-Wx4q";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -314,7 +314,7 @@ async fn dashboard_in_a_real_browser() {
         &[
             ("local", "alice"),
             ("domain", "example.test"),
-            ("password", "alice-secret-pw"),
+            ("password", "alice-secret-pw-Vq9xLm"),
             ("name", "Alice"),
             ("quota", "100"),
         ],
@@ -322,7 +322,12 @@ async fn dashboard_in_a_real_browser() {
     .await;
     let submitted = Instant::now();
     let cert = stack.dir.path().join("ssl/cert.pem");
-    while !imap_login(&cert, stack.imaps, "alice@example.test", "alice-secret-pw") {
+    while !imap_login(
+        &cert,
+        stack.imaps,
+        "alice@example.test",
+        "alice-secret-pw-Vq9xLm",
+    ) {
         assert!(
             submitted.elapsed() < Duration::from_secs(1),
             "the new account could not log in over IMAP within 1 s"

@@ -9,6 +9,8 @@ use common::{ADMIN_PASSWORD, Reply, TestApp};
 use rusqlite::OptionalExtension as _;
 
 const HOST: &str = "mx.example.test";
+/// A mailbox password that passes the policy.
+const PW: &str = "Tq8wLz4nRv2k-pw";
 
 /// The bad values every name field must refuse.
 fn bad_values() -> Vec<(&'static str, String)> {
@@ -141,7 +143,7 @@ async fn every_page_renders() {
     assert!(r.body.contains("Add a domain first"));
 
     add_domain(&app, "example.test").await;
-    add_account(&app, "alice", "example.test", "pw one").await;
+    add_account(&app, "alice", "example.test", "pw-one-Vq9xLm2rTz7k").await;
     for (uri, text) in [
         ("/domains", "example.test"),
         ("/domains/example.test/dns", "DNS records for example.test"),
@@ -185,7 +187,7 @@ async fn every_page_renders() {
 async fn get_never_changes_anything() {
     let app = app().await;
     add_domain(&app, "example.test").await;
-    add_account(&app, "alice", "example.test", "pw").await;
+    add_account(&app, "alice", "example.test", PW).await;
     for uri in [
         "/domains/example.test/delete",
         "/domains/example.test/dkim",
@@ -382,7 +384,7 @@ async fn deleting_a_domain_in_use_needs_the_cascade_box() {
     let app = app().await;
     add_domain(&app, "example.test").await;
     add_domain(&app, "empty.test").await;
-    add_account(&app, "alice", "example.test", "pw").await;
+    add_account(&app, "alice", "example.test", PW).await;
 
     let list = app.get("/domains").await.body;
     assert!(list.contains("also delete its 1 account and 0 aliases"));
@@ -451,7 +453,7 @@ async fn account_lifecycle() {
             &[
                 ("local", "Alice"),
                 ("domain", "example.test"),
-                ("password", "correct horse"),
+                ("password", "correct horse battery staple"),
                 ("name", "Alice Smith"),
                 ("quota", "100"),
             ],
@@ -470,7 +472,10 @@ async fn account_lifecycle() {
     }
     let (name, quota, active, hash) = account_row(&app, "alice@example.test").unwrap();
     assert_eq!((name.as_str(), quota, active), ("Alice Smith", 100, true));
-    assert!(mailserver::password::verify("correct horse", &hash));
+    assert!(mailserver::password::verify(
+        "correct horse battery staple",
+        &hash
+    ));
     assert!(!mailserver::password::verify("wrong", &hash));
     assert!(mailbox_in_maps(&app, "alice@example.test"));
 
@@ -481,12 +486,39 @@ async fn account_lifecycle() {
             &[
                 ("local", "alice"),
                 ("domain", "example.test"),
-                ("password", "x"),
+                ("password", PW),
             ],
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.body.contains("account alice@example.test already exists"));
+    assert_eq!(count(&app, "accounts"), 1);
+
+    // A weak password: a field error with the policy's reason; the other fields are kept.
+    for (weak, error) in [
+        ("short-pw", "password too short: at least 12 characters"),
+        ("password123456", "password too easy to guess"),
+        (
+            "bob@example.test1",
+            "It contains the user name, address or domain.",
+        ),
+    ] {
+        let r = app
+            .post(
+                "/accounts",
+                &[
+                    ("local", "bob"),
+                    ("domain", "example.test"),
+                    ("password", weak),
+                    ("name", "Bob"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{weak}");
+        assert!(r.body.contains(error), "{weak}: {}", r.body);
+        assert!(r.body.contains(r#"value="bob""#), "{weak}");
+        assert!(!r.body.contains(weak), "{weak}: password echoed");
+    }
     assert_eq!(count(&app, "accounts"), 1);
 
     // Edit: name, quota, and (unticked) active.
@@ -552,13 +584,16 @@ async fn account_lifecycle() {
     let r = app
         .post(
             "/accounts/alice@example.test/password",
-            &[("password", "battery staple")],
+            &[("password", "battery-staple-Hz2c-Wx4q")],
         )
         .await;
     assert_redirect(&r, "/accounts/alice@example.test");
     follow(&app, &r, "New password set for alice@example.test").await;
     let (_, _, _, hash) = account_row(&app, "alice@example.test").unwrap();
-    assert!(mailserver::password::verify("battery staple", &hash));
+    assert!(mailserver::password::verify(
+        "battery-staple-Hz2c-Wx4q",
+        &hash
+    ));
     let r = app
         .post("/accounts/alice@example.test/password", &[("password", "")])
         .await;
@@ -573,7 +608,40 @@ async fn account_lifecycle() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.body.contains("line break"));
     let (_, _, _, hash) = account_row(&app, "alice@example.test").unwrap();
-    assert!(mailserver::password::verify("battery staple", &hash));
+    assert!(mailserver::password::verify(
+        "battery-staple-Hz2c-Wx4q",
+        &hash
+    ));
+    // Weak passwords: the policy's message on the form, the password unchanged.
+    for (weak, error) in [
+        ("x", "password too short: at least 12 characters"),
+        (
+            "password123456",
+            "password too easy to guess: This is similar to a commonly used password.",
+        ),
+        (
+            "alice@example.test2024",
+            "It contains the user name, address or domain.",
+        ),
+    ] {
+        let r = app
+            .post(
+                "/accounts/alice@example.test/password",
+                &[("password", weak)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{weak}");
+        assert!(r.body.contains(error), "{weak}: {}", r.body);
+        assert!(r.body.contains(r#"aria-invalid="true""#), "{weak}");
+        if weak.len() > 1 {
+            assert!(!r.body.contains(weak), "{weak}: password echoed");
+        }
+    }
+    let (_, _, _, hash) = account_row(&app, "alice@example.test").unwrap();
+    assert!(mailserver::password::verify(
+        "battery-staple-Hz2c-Wx4q",
+        &hash
+    ));
 
     // Delete.
     let edit = app.get("/accounts/alice@example.test").await.body;
@@ -600,7 +668,7 @@ async fn display_names_are_escaped_on_output() {
             &[
                 ("local", "bob"),
                 ("domain", "example.test"),
-                ("password", "pw"),
+                ("password", PW),
                 ("name", "<script>alert(1)</script>"),
             ],
         )
@@ -665,7 +733,7 @@ async fn bad_domains_are_refused_and_nothing_changes() {
 async fn bad_accounts_are_refused_and_nothing_changes() {
     let app = app().await;
     add_domain(&app, "example.test").await;
-    add_account(&app, "kept", "example.test", "pw").await;
+    add_account(&app, "kept", "example.test", PW).await;
     let post = |local: String, domain: String, name: String, quota: String| {
         let app = &app;
         async move {
@@ -674,7 +742,7 @@ async fn bad_accounts_are_refused_and_nothing_changes() {
                 &[
                     ("local", local.as_str()),
                     ("domain", domain.as_str()),
-                    ("password", "hunter2 secret"),
+                    ("password", "hunter2-secret-Vq9xLm"),
                     ("name", name.as_str()),
                     ("quota", quota.as_str()),
                 ],
@@ -746,7 +814,7 @@ async fn bad_accounts_are_refused_and_nothing_changes() {
 async fn posts_without_the_csrf_token_change_nothing() {
     let app = app().await;
     add_domain(&app, "example.test").await;
-    add_account(&app, "alice", "example.test", "pw").await;
+    add_account(&app, "alice", "example.test", PW).await;
     for (uri, fields) in [
         ("/domains", vec![("domain", "other.test")]),
         ("/domains/example.test/delete", vec![("cascade", "1")]),
@@ -757,7 +825,7 @@ async fn posts_without_the_csrf_token_change_nothing() {
             vec![
                 ("local", "bob"),
                 ("domain", "example.test"),
-                ("password", "pw"),
+                ("password", PW),
             ],
         ),
         (
@@ -783,5 +851,5 @@ async fn posts_without_the_csrf_token_change_nothing() {
     assert_eq!(selector(&app, "example.test").as_deref(), Some("mail"));
     let (name, quota, active, hash) = account_row(&app, "alice@example.test").unwrap();
     assert_eq!((name.as_str(), quota, active), ("", 0, true));
-    assert!(mailserver::password::verify("pw", &hash));
+    assert!(mailserver::password::verify(PW, &hash));
 }

@@ -22,8 +22,8 @@ async fn password_change_validates_then_applies() {
         (
             [
                 ("current", "wrong"),
-                ("new", "a-long-new-password"),
-                ("confirm", "a-long-new-password"),
+                ("new", "a-long-new-password-Hz2c"),
+                ("confirm", "a-long-new-password-Hz2c"),
             ],
             "not your current password",
         ),
@@ -33,12 +33,28 @@ async fn password_change_validates_then_applies() {
                 ("new", "short"),
                 ("confirm", "short"),
             ],
-            "at least 12",
+            "password too short: at least 12 characters",
         ),
         (
             [
                 ("current", ADMIN_PASSWORD),
-                ("new", "a-long-new-password"),
+                ("new", "password123456"),
+                ("confirm", "password123456"),
+            ],
+            "password too easy to guess: This is similar to a commonly used password.",
+        ),
+        (
+            [
+                ("current", ADMIN_PASSWORD),
+                ("new", "mailserver2024"),
+                ("confirm", "mailserver2024"),
+            ],
+            "password too easy to guess",
+        ),
+        (
+            [
+                ("current", ADMIN_PASSWORD),
+                ("new", "a-long-new-password-Hz2c"),
                 ("confirm", "different-password"),
             ],
             "differ",
@@ -53,8 +69,8 @@ async fn password_change_validates_then_applies() {
             "/settings/password",
             &[
                 ("current", ADMIN_PASSWORD),
-                ("new", "a-long-new-password"),
-                ("confirm", "a-long-new-password"),
+                ("new", "a-long-new-password-Hz2c"),
+                ("confirm", "a-long-new-password-Hz2c"),
             ],
         )
         .await;
@@ -62,7 +78,10 @@ async fn password_change_validates_then_applies() {
     let page = app.get("/settings").await;
     assert!(page.body.contains("Password changed"));
     let req = Request::get("/")
-        .header(header::AUTHORIZATION, basic("admin", "a-long-new-password"))
+        .header(
+            header::AUTHORIZATION,
+            basic("admin", "a-long-new-password-Hz2c"),
+        )
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(req).await.status, StatusCode::OK);

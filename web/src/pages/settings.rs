@@ -3,7 +3,8 @@
 //! 2FA is enabled in two steps: a secret is generated and shown (QR code and text) while 2FA stays
 //! off; only a correct code from the authenticator turns it on. Disabling needs the password and a
 //! current code. Each change ends the admin's other sessions. The checks and the statements are
-//! `mailserver::store::admins`'; this page adds the password policy, the secret and the QR code.
+//! `mailserver::store::admins`' (the password policy is `mailserver::password_policy`); this page adds
+//! the secret and the QR code.
 
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
@@ -133,11 +134,8 @@ async fn change_password(
     Form(form): Form<PasswordPost>,
 ) -> Result<Response, WebError> {
     let mut errors = Errors::default();
-    if admins::check_new_password(&form.new).is_err() {
-        errors.new = Some(format!(
-            "Use at least {} characters.",
-            admins::MIN_PASSWORD_LEN
-        ));
+    if let Err(weak) = admins::check_new_password(&admin.username, &form.new) {
+        errors.new = Some(weak.to_string());
     } else if form.new.contains(['\r', '\n', '\0']) {
         errors.new = Some("The password cannot contain line breaks.".into());
     }

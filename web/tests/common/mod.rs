@@ -24,7 +24,7 @@ pub struct TestApp {
 }
 
 /// The admin's password in every test (there is no default password).
-pub const ADMIN_PASSWORD: &str = "test-admin-password";
+pub const ADMIN_PASSWORD: &str = "test-admin-password-Kq7vZ";
 
 pub struct Reply {
     pub status: StatusCode,
