@@ -25,6 +25,7 @@ import time
 
 import pytest
 from aiosmtpd.controller import Controller
+from localdns import DnsServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STACK = ROOT / "scripts" / "stack.sh"
@@ -32,6 +33,8 @@ TARGET = os.environ.get("E2E_TARGET", "native")
 PORTBASE = int(os.environ.get("E2E_PORTBASE", "21000"))
 CAPTURE_HOST = os.environ.get("E2E_CAPTURE_HOST", "127.0.0.1")
 CAPTURE_PORT = int(os.environ.get("E2E_CAPTURE_PORT", str(PORTBASE + 626)))
+DNS_HOST = os.environ.get("E2E_DNS_HOST", "127.0.0.1")
+DNS_PORT = int(os.environ.get("E2E_DNS_PORT", str(PORTBASE + 53)))
 # What `mailserver init` prints when it makes the first admin's password (see src/main.rs).
 ADMIN_PASSWORD_LINE = re.compile(r"admin password: (\S+)")
 
@@ -87,6 +90,21 @@ def capture():
     controller.start()
     yield handler
     controller.stop()
+
+
+@pytest.fixture(scope="session")
+def dns():
+    """The tests' DNS server (localdns.py): a resolver at `dns.address` (give it as DNS_RESOLVER)
+    that answers from the zones the tests write with `dns.zone(...)`; its log (every query and reply)
+    and zones are kept under test-output/dns/."""
+    directory = tempfile.mkdtemp(prefix="e2e-dns", dir="/tmp")
+    server = DnsServer(directory, DNS_PORT, DNS_HOST).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.keep_logs(ROOT / "test-output" / "dns")
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class Stack:
