@@ -97,6 +97,11 @@ const TEMPLATES: &[(&str, &str, Daemon)] = &[
         Daemon::Postfix,
     ),
     (
+        "postfix/own_domains.cf",
+        include_str!("../../docker/templates/postfix/own_domains.cf"),
+        Daemon::Postfix,
+    ),
+    (
         "dovecot/dovecot.conf",
         include_str!("../../docker/templates/dovecot/dovecot.conf"),
         Daemon::Dovecot,

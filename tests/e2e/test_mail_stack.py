@@ -117,6 +117,27 @@ def test_users_cannot_send_as_someone_else(stack):
         assert "not owned by user" in str(e.value)
 
 
+def test_mail_from_outside_claiming_one_of_our_domains_is_refused(stack):
+    """Port 25 from 'the internet' (127.0.0.2): an envelope sender in one of our domains, existing
+    mailbox or not, is refused before the message is accepted, so it never reaches a mailbox; a
+    stranger's sender still delivers."""
+    subject = tag("own-domain-spoof")
+    for sender in ["alice@example.test", "nobody-at-all@example.test", "ALICE@Example.Test"]:
+        with smtplib.SMTP("127.0.0.1", stack.port("smtp"), source_address=("127.0.0.2", 0), timeout=30) as s:
+            s.ehlo("spoofer.test")
+            s.mail(sender)
+            code, reply = s.rcpt("bob@example.test")
+            assert code == 554 and b"5.7.1" in reply and b"submission" in reply, (sender, code, reply)
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        inbound(stack, message("alice@example.test", "bob@example.test", subject))
+    time.sleep(0.5)
+    assert subject not in imap_subjects(stack, "bob@example.test", "bob-pw-Vq9xLm2rTz7k")
+    # The same mail from a stranger's address is delivered (the check is about our domains only).
+    subject = tag("stranger")
+    inbound(stack, message("someone@outside.test", "bob@example.test", subject))
+    imap_fetch(stack, "bob@example.test", "bob-pw-Vq9xLm2rTz7k", subject)
+
+
 def test_alias_forwards_locally_and_outside(stack, capture):
     subject = tag("alias")
     inbound(stack, message("stranger@outside.test", "info@example.test", subject))
