@@ -2,13 +2,14 @@
 //! in process, over a real SQLite database. Each test counts rows after a clean shutdown (which
 //! drains the writer's queue), so a row that would be written late is counted too.
 
+mod common;
+
 use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt as _;
-use mailserver::paths::Paths;
 use mailserver::tracking::TrackingId;
 use mailserver_web::AppState;
 use mailserver_web::pixel::{GIF, PixelCounts, PixelLimits};
@@ -24,17 +25,9 @@ struct App {
 const KNOWN: &str = "VQx3An5C4mtsOVsTUQiGHQ";
 
 fn app(limits: PixelLimits) -> App {
-    let dir = tempfile::Builder::new()
-        .prefix("pixel")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let paths = Paths::new(dir.path());
-    std::fs::create_dir_all(paths.db_dir()).unwrap();
-    let pool = mailserver::db::open_dashboard(&paths, 4).unwrap();
+    let (dir, paths, pool) = common::fresh_data_dir("pixel");
     {
         let conn = pool.get().unwrap();
-        let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();
-        mailserver::store::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
         conn.execute(
             "INSERT INTO tracked_messages (tracking_id, sender, recipients) VALUES (?1, 's@x.test', 'r@y.test')",
             [KNOWN],

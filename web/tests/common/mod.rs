@@ -26,6 +26,21 @@ pub struct TestApp {
 /// The admin's password in every test (there is no default password).
 pub const ADMIN_PASSWORD: &str = "test-admin-password-Kq7vZ";
 
+/// A data directory under /tmp (not world-writable below it, as OpenDKIM would want) with both
+/// databases migrated, as the dashboard opens them, and the settings stored.
+pub fn fresh_data_dir(prefix: &str) -> (tempfile::TempDir, Paths, mailserver::db::Pool) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    let paths = Paths::new(dir.path());
+    std::fs::create_dir_all(paths.db_dir()).unwrap();
+    let pool = mailserver::db::open_dashboard(&paths, 4).unwrap();
+    let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();
+    mailserver::store::settings::init_from_env(&pool.get().unwrap(), |_| None, &defaults).unwrap();
+    (dir, paths, pool)
+}
+
 pub struct Reply {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
@@ -53,17 +68,9 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
 
 impl TestApp {
     pub async fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("web")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let paths = Paths::new(dir.path());
-        std::fs::create_dir_all(paths.db_dir()).unwrap();
-        let pool = mailserver::db::open_dashboard(&paths, 4).unwrap();
+        let (dir, paths, pool) = fresh_data_dir("web");
         {
             let conn = pool.get().unwrap();
-            let defaults = [("HOSTNAME".to_string(), "mx.example.test".to_string())].into();
-            mailserver::store::settings::init_from_env(&conn, |_| None, &defaults).unwrap();
             mailserver::store::admins::reset_password(
                 &conn,
                 "admin",
