@@ -482,8 +482,7 @@ fn tracking(cmd: TrackingCmd, ctx: &mut Ctx) -> Result<()> {
     let conn = ctx.conn()?;
     match cmd {
         TrackingCmd::Purge => {
-            let keep = mailserver::store::settings::load(conn)?.tracking_retention;
-            let purged = retention::purge(conn, keep, retention::Chunks::default())?;
+            let (_, purged) = retention::purge_as_configured(conn, retention::Chunks::default())?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "messages\t{}", purged.messages)?;
             writeln!(out, "opens\t{}", purged.opens)?;

@@ -74,11 +74,7 @@ async fn main() -> Result<()> {
         std::net::TcpListener::bind(addr).with_context(|| format!("could not listen on {addr}"))?;
 
     let (state, writer) = AppState::start(pool, paths, trusted_proxies()?)?;
-    let retention = mailserver_web::retention::spawn(
-        state.db.clone(),
-        state.pixel.known_ids(),
-        settings.tracking_retention,
-    );
+    let retention = mailserver_web::retention::spawn(state.db.clone(), state.pixel.known_ids());
     let app = mailserver_web::app(state);
 
     let server = WebServer::new(listener, tls, Limits::default());

@@ -20,7 +20,6 @@ pub mod recent;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -292,10 +291,7 @@ pub async fn pixel(State(state): State<AppState>, req: Request) -> Response {
             .headers()
             .get(header::USER_AGENT)
             .map_or(&b""[..], |v| truncate_utf8(v.as_bytes(), MAX_USER_AGENT));
-        let unix_time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let unix_time = mailserver::store::unix_now();
         state.pixel.record(&Fetch {
             tracking_id: &tracking_id,
             client: client_ip(req.headers(), peer_ip(&req), &state.trusted_proxies),

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailserver::settings::RetentionDays;
 use mailserver::store::tracking::retention;
 use tokio::task::JoinHandle;
 
@@ -22,25 +21,31 @@ pub const FIRST_RUN: Duration = Duration::from_secs(10);
 pub const EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Starts the job; it runs until the task is aborted. `known` is the pixel's id cache, emptied
-/// after messages were deleted so their ids stop counting as known at once.
-pub fn spawn(db: Db, known: Arc<KnownIds>, keep: RetentionDays) -> JoinHandle<()> {
+/// after messages were deleted so their ids stop counting as known at once. Each run reads the
+/// retention period as it is stored then.
+pub fn spawn(db: Db, known: Arc<KnownIds>) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_RUN).await;
         let mut every = tokio::time::interval(EVERY);
         loop {
             every.tick().await;
-            run_once(&db, &known, keep).await;
+            run_once(&db, &known).await;
         }
     })
 }
 
 /// One run: deletes, logs what went, clears the cache.
-pub async fn run_once(db: &Db, known: &KnownIds, keep: RetentionDays) {
+pub async fn run_once(db: &Db, known: &KnownIds) {
     let result = db
-        .call(move |conn| Ok(retention::purge(conn, keep, retention::Chunks::default())?))
+        .call(|conn| {
+            Ok(retention::purge_as_configured(
+                conn,
+                retention::Chunks::default(),
+            )?)
+        })
         .await;
     match result {
-        Ok(purged) => {
+        Ok((keep, purged)) => {
             if purged.messages > 0 {
                 known.clear();
             }

@@ -47,6 +47,16 @@ pub struct Purged {
     pub opens: u64,
 }
 
+/// [`purge`] with the retention period stored now (`TRACKING_RETENTION_DAYS`): what the CLI and the
+/// dashboard's daily job run, so a changed setting counts from the next run on.
+pub fn purge_as_configured(
+    conn: &mut Connection,
+    chunks: Chunks,
+) -> Result<(RetentionDays, Purged), StoreError> {
+    let keep = crate::store::settings::load(conn)?.tracking_retention;
+    Ok((keep, purge(conn, keep, chunks)?))
+}
+
 /// Deletes the tracked messages and the opens older than `keep` days (and every open of a deleted
 /// message), in transactions of at most `chunks`. Returns what was deleted.
 pub fn purge(
