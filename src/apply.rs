@@ -155,54 +155,17 @@ fn write_tracking_policy(
     Ok(tracking::write_policy(&mut conn, policy)?)
 }
 
-/// Writes `f` through [`replace_file`], backdated. Every rendered file is in root's configuration
-/// directory, which only root writes.
+/// Writes `f` through [`system::replace_file`], backdated. Every rendered file is in root's
+/// configuration directory, which only root writes.
 fn write_atomic(f: &File, users: &SystemUsers) -> Result<(), ApplyError> {
     let dir = f.path.parent().expect("rendered paths are absolute");
     fs::create_dir_all(dir).map_err(io("create", dir))?;
-    replace_file(&f.path, &f.contents, |out, tmp| {
-        set_owner_mode(tmp, f, users)?;
+    system::replace_file(&f.path, &f.contents, 0o600, |out, tmp| {
+        f.owner.set_on(tmp, f.mode, users)?;
         // Postfix re-reads (and sleeps 300 ms on) config files younger than ~2 s: backdate them (G7).
         out.set_modified(SystemTime::now() - Duration::from_secs(60))
-            .map_err(io("set the time of", tmp))
     })
-}
-
-/// Replaces `path` with `contents` atomically, the way root writes every file: a new temp file
-/// beside it (`O_EXCL | O_NOFOLLOW`, 0600, so a planted name is never followed), `finish` (owner,
-/// mode, times) applied to it, fsync, rename over `path`, fsync of the directory. On an error the
-/// temp file is removed and `path` is untouched.
-pub(crate) fn replace_file(
-    path: &Path,
-    contents: &[u8],
-    finish: impl FnOnce(&fs::File, &Path) -> Result<(), ApplyError>,
-) -> Result<(), ApplyError> {
-    let dir = path.parent().expect("root writes absolute paths");
-    let name = path.file_name().expect("file name").to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    remove_stale(&tmp)?;
-    let result = (|| {
-        let mut out = system::create_exclusive(&tmp, 0o600).map_err(io("create", &tmp))?;
-        out.write_all(contents).map_err(io("write", &tmp))?;
-        finish(&out, &tmp)?;
-        out.sync_all().map_err(io("sync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io("rename", &tmp))?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync", dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Removes a temp file a crashed apply left behind (unlink does not follow a link).
-fn remove_stale(tmp: &Path) -> Result<(), ApplyError> {
-    match fs::remove_file(tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", tmp)(e)),
-        _ => Ok(()),
-    }
+    .map_err(io("write", &f.path))
 }
 
 fn set_owner_mode(path: &Path, f: &File, users: &SystemUsers) -> Result<(), ApplyError> {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use crate::apply::{self, ApplyError, io};
+use crate::apply::{ApplyError, io};
 use crate::dkim;
 use crate::paths::Paths;
 use crate::store::{StoreError, domains};
@@ -111,16 +111,17 @@ fn key_dir(key: &Path, users: &SystemUsers) -> Result<(), ApplyError> {
         .map_err(io("set the owner and mode of", dir))
 }
 
-/// Writes a key file through [`apply::replace_file`] (which creates it [`KEY_MODE`], 0600), made OpenDKIM's through its descriptor.
+/// Writes a key file through [`system::replace_file`] ([`KEY_MODE`]), made OpenDKIM's through its
+/// descriptor.
 fn write_key(path: &Path, pem: &[u8], users: &SystemUsers) -> Result<(), ApplyError> {
-    apply::replace_file(path, pem, |out, tmp| {
+    system::replace_file(path, pem, KEY_MODE, |out, _| {
         if nix::unistd::geteuid().is_root() {
             let (uid, gid) = Owner::Opendkim.ids(users);
-            nix::unistd::fchown(out, Some(uid), Some(gid))
-                .map_err(|e| io("change the owner of", tmp)(e.into()))?;
+            nix::unistd::fchown(out, Some(uid), Some(gid))?;
         }
         Ok(())
     })
+    .map_err(io("write", path))
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -146,12 +145,7 @@ pub fn init(paths: &Paths, env: impl Fn(&str) -> Option<String>) -> Result<InitR
         paths.legacy_maps_db(),
         paths.db_dir().join("maps.db-journal"),
     ] {
-        match fs::remove_file(&old) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io("remove", &old)(e));
-            }
-            _ => {}
-        }
+        system::remove_if_exists(&old).map_err(io("remove", &old))?;
     }
     let pool = db::open_main(paths, 2)?;
     let mut conn = pool.get().map_err(DbError::from)?;
@@ -199,17 +193,7 @@ fn own_database(path: &Path, owner: Owner, users: &SystemUsers) -> Result<(), In
     Ok(())
 }
 
-/// Writes a new file in a root-only directory: a new temp file (`O_EXCL | O_NOFOLLOW`, `mode`),
-/// synced, renamed over `path`.
+/// Writes a file in a root-only directory ([`system::replace_file`] with `mode`).
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), InitError> {
-    let tmp = path.with_extension("tmp");
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &tmp)(e)),
-        _ => {}
-    }
-    let mut out = system::create_exclusive(&tmp, mode).map_err(io("create", &tmp))?;
-    out.write_all(contents)
-        .and_then(|()| out.sync_all())
-        .map_err(io("write", &tmp))?;
-    fs::rename(&tmp, path).map_err(io("rename", &tmp))
+    system::replace_file(path, contents, mode, |_, _| Ok(())).map_err(io("write", path))
 }

@@ -403,8 +403,8 @@ impl RootSettings {
 
     /// Stores `RELAYHOST` from root's environment (`env`) for [`load`](Self::load): a variable that
     /// is present (even empty) replaces the stored value, one that is absent keeps it. The file is
-    /// root's, in the root-only configuration directory, written through a new temp file
-    /// (`O_EXCL | O_NOFOLLOW`) and a rename.
+    /// root's, in the root-only configuration directory, written with
+    /// [`crate::system::replace_file`].
     pub fn store_relayhost(
         paths: &crate::paths::Paths,
         env: impl Fn(&str) -> Option<String>,
@@ -414,27 +414,14 @@ impl RootSettings {
         };
         let relayhost = Relayhost::parse(&value)?;
         let file = paths.relayhost_file();
-        let tmp = file.with_extension("tmp");
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SettingsError::Io {
-                action,
-                path,
+        let contents = format!("{}\n", relayhost.as_str());
+        crate::system::replace_file(&file, contents.as_bytes(), 0o644, |_, _| Ok(())).map_err(
+            |source| SettingsError::Io {
+                action: "write",
+                path: file.clone(),
                 source,
-            }
-        };
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io("remove", &tmp)(e));
-            }
-            _ => {}
-        }
-        let mut out = crate::system::create_exclusive(&tmp, 0o644).map_err(io("create", &tmp))?;
-        use std::io::Write as _;
-        out.write_all(format!("{}\n", relayhost.as_str()).as_bytes())
-            .and_then(|()| out.sync_all())
-            .map_err(io("write", &tmp))?;
-        std::fs::rename(&tmp, &file).map_err(io("rename", &tmp))
+            },
+        )
     }
 }
 

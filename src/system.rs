@@ -266,6 +266,45 @@ pub fn create_exclusive(path: &Path, mode: u32) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Removes `path` if it is there (`unlink`: a link is removed, never followed).
+pub fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Replaces `path` with `contents` atomically, the way root writes every file: a new temp file
+/// beside it ([`create_exclusive`] with `mode`, so a planted name is never followed), `finish`
+/// (owner, mode, times) applied to it, fsync, rename over `path`, fsync of the directory. On an
+/// error the temp file is removed and `path` is untouched.
+pub fn replace_file(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    finish: impl FnOnce(&File, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("no directory"))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    remove_if_exists(&tmp)?;
+    let result = (|| {
+        let mut out = create_exclusive(&tmp, mode)?;
+        out.write_all(contents)?;
+        finish(&out, &tmp)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// The few `open(2)` flags and errno values used here, from nix's re-export of libc.
 mod libc_flags {
     pub(super) const O_NOFOLLOW: i32 = nix::libc::O_NOFOLLOW;
