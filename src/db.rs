@@ -149,12 +149,22 @@ pub fn open(path: &Path, max_connections: u32) -> Result<Pool, DbError> {
 /// Opens the main database of `paths` as [`open`] does, moving the tracking rows of an older
 /// database into tracking.db (created and migrated here if needed) on the way.
 pub fn open_main(paths: &Paths, max_connections: u32) -> Result<Pool, DbError> {
+    migrate_both(paths)?;
+    let manager = SqliteConnectionManager::file(paths.db())
+        .with_flags(pool_flags())
+        .with_init(|c| configure(c));
+    pool(manager, max_connections)
+}
+
+/// Migrates tracking.db and then the main database of `paths` (creating them if needed), moving
+/// an older main database's tracking rows to tracking.db on the way.
+fn migrate_both(paths: &Paths) -> Result<(), DbError> {
     migrate_tracking(&mut open_for_migration(&paths.tracking_db())?)?;
     migrate_main(
         &mut open_for_migration(&paths.db())?,
         Some(&paths.tracking_db()),
     )?;
-    open(&paths.db(), max_connections)
+    Ok(())
 }
 
 /// Opens (creating it and its directory if needed) the tracking.db of `paths` alone, migrated.
@@ -178,7 +188,7 @@ pub fn open_tracking_file(path: &Path, max_connections: u32) -> Result<Pool, DbE
 /// that did (`tracked_messages.alias_id` is set to NULL when its alias is deleted).
 pub fn open_dashboard(paths: &Paths, max_connections: u32) -> Result<Pool, DbError> {
     create_dir(&paths.tracking_dir())?;
-    drop(open_main(paths, 1)?);
+    migrate_both(paths)?;
     let tracking = paths.tracking_db().to_string_lossy().into_owned();
     let manager = SqliteConnectionManager::file(paths.db())
         .with_flags(pool_flags())
